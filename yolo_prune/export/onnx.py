@@ -1,0 +1,466 @@
+"""ONNX export with decoding in the graph, numerical verification against PyTorch, and a json sidecar.
+
+Output layout (all families):
+  * ``images``  input, float32 (float16 with ``half``), (batch, 3, H, W), pixel values 0..1, RGB.
+  * ``output0`` (batch, boxes, 4 + nc): box centre x, centre y, width, height in input pixels, then the per-class
+    scores in 0..1 (objectness already multiplied in for anchor-based heads). Exactly the ``Detector``'s eval
+    output, so the evaluator and ``OrtDetector`` treat the file like the PyTorch model.
+  * ``detections`` (only with ``nms=True``): (K, 7) rows ``batch_index, x1, y1, x2, y2, class, score`` (pixels),
+    from an ONNX ``NonMaxSuppression`` node run per class on ``output0`` (score > ``nms_conf``, IoU
+    ``nms_iou``, at most ``max_det`` boxes per class and image). K varies with the input.
+
+Verification: ``onnx.checker``, then onnxruntime on the same random input as PyTorch. fp32 must agree within
+``FP32_ATOL`` (1e-3) absolute. ``half`` exports (CUDA only) are compared with the fp16 PyTorch output and must
+agree within ``HALF_ATOL + HALF_RTOL * |reference|`` (0.05 + 1e-2 relative): fp16 keeps ~3 significant digits, so a box
+coordinate of 600 px is only representable to 0.5 px.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+FP32_ATOL = 1e-3
+HALF_ATOL = 5e-2
+HALF_RTOL = 1e-2
+MIN_OPSET = 11  # Resize/upsample as the YOLO necks use it
+NMS_MIN_OPSET = 11
+INPUT_NAME = "images"
+OUTPUT_NAME = "output0"
+NMS_OUTPUT_NAME = "detections"
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported or the exported file does not reproduce PyTorch."""
+
+
+# --------------------------------------------------------------------------------------------------- NMS op
+class _OnnxNMS(torch.autograd.Function):
+    """ONNX ``NonMaxSuppression`` in the graph; torchvision computes the same thing while tracing/verifying.
+
+    boxes (B, N, 4) xyxy, scores (B, C, N) -> selected (K, 3) int64 rows (batch, class, box), ordered per
+    image, per class, by descending score (the ONNX operator's order).
+    """
+
+    @staticmethod
+    def forward(ctx, boxes, scores, max_per_class, iou_threshold, score_threshold):
+        from torchvision.ops import nms
+
+        rows = []
+        for b in range(boxes.shape[0]):
+            for c in range(scores.shape[1]):
+                s = scores[b, c]
+                cand = torch.nonzero(s > score_threshold).flatten()
+                if cand.numel() == 0:
+                    continue
+                keep = nms(boxes[b, cand].float(), s[cand].float(), float(iou_threshold))[: int(max_per_class)]
+                idx = cand[keep]
+                rows.append(torch.stack([torch.full_like(idx, b), torch.full_like(idx, c), idx], 1))
+        if not rows:
+            return torch.zeros((0, 3), dtype=torch.int64, device=boxes.device)
+        return torch.cat(rows).to(torch.int64)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class, iou_threshold, score_threshold):
+        return g.op("NonMaxSuppression", boxes, scores, max_per_class, iou_threshold, score_threshold,
+                    center_point_box_i=0)
+
+
+class EndToEndNMS(nn.Module):
+    """Detector + per-class NMS: returns (decoded predictions, detections (K, 7))."""
+
+    def __init__(self, detector: nn.Module, conf: float = 0.25, iou: float = 0.45, max_det: int = 100):
+        super().__init__()
+        self.detector = detector
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+
+    def forward(self, x):
+        pred = self.detector(x)
+        n, nc = pred.shape[1], pred.shape[2] - 4
+        xy, wh = pred[..., :2], pred[..., 2:4]
+        boxes = torch.cat([xy - wh / 2, xy + wh / 2], -1).float()
+        scores = pred[..., 4:].float()
+        sel = _OnnxNMS.apply(boxes, scores.transpose(1, 2).contiguous(),
+                             torch.tensor([self.max_det], dtype=torch.int64, device=x.device),
+                             torch.tensor([self.iou], dtype=torch.float32, device=x.device),
+                             torch.tensor([self.conf], dtype=torch.float32, device=x.device))
+        bi, ci, ii = sel[:, 0], sel[:, 1], sel[:, 2]
+        flat = bi * n + ii
+        det_boxes = torch.index_select(boxes.reshape(-1, 4), 0, flat)
+        det_scores = torch.index_select(scores.reshape(-1), 0, flat * nc + ci)
+        dets = torch.cat([bi.unsqueeze(1).float(), det_boxes, ci.unsqueeze(1).float(), det_scores.unsqueeze(1)], 1)
+        return pred, dets
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def _resolve_model(model_or_path, device):
+    from yolo_prune.models import load
+
+    if isinstance(model_or_path, nn.Module):
+        det = model_or_path
+        source = getattr(det, "source", None) or f"<in-memory {type(det).__name__}>"
+    else:
+        source = str(model_or_path)
+        det = load(model_or_path, device=device)
+    for attr in ("names", "strides"):
+        if not hasattr(det, attr):
+            raise ExportError(f"{source}: not a yolo_prune Detector (attribute '{attr}' missing); load it with "
+                              "yolo_prune.models.load")
+    return det, source
+
+
+def _imgsz_hw(imgsz) -> tuple[int, int]:
+    if isinstance(imgsz, int):
+        return imgsz, imgsz
+    h, w = (tuple(imgsz) * 2)[:2] if len(imgsz) == 1 else tuple(imgsz)
+    return int(h), int(w)
+
+
+@contextlib.contextmanager
+def _dynamic_heads(model: nn.Module, dynamic: bool):
+    """Heads that cache anchor grids per input shape (ultralytics/yolov5 ``dynamic`` flag) must rebuild them in
+    the graph for a dynamic export, or the grid of the tracing shape is frozen in as a constant."""
+    saved = []
+    if dynamic:
+        for m in model.modules():
+            if isinstance(getattr(m, "dynamic", None), bool):
+                saved.append((m, m.dynamic))
+                m.dynamic = True
+    try:
+        yield
+    finally:
+        for m, v in saved:
+            m.dynamic = v
+
+
+def _explain_export_failure(e: Exception, source: str, opset: int) -> ExportError:
+    msg = str(e)
+    low = msg.lower()
+    if "opset" in low and ("not supported" in low or "unsupported" in low or "version" in low):
+        return ExportError(f"{source}: opset {opset} is too old for an operator in this model: {msg.strip()}. "
+                           f"Use a newer --opset (17 is the default and well supported by onnxruntime)")
+    return ExportError(f"{source}: torch.onnx could not trace this model ({type(e).__name__}: "
+                       f"{msg.strip().splitlines()[0] if msg.strip() else 'no message'}). The exporter needs a "
+                       "Detector whose eval forward returns one tensor (B, N, 4+nc) built from tensor ops only")
+
+
+def diff_stats(ort_out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """max |a - b| and max |a - b| / (|b| + 1e-3) (the 1e-3 keeps near-zero scores from dominating)."""
+    a, b = np.asarray(ort_out, np.float64), np.asarray(ref, np.float64)
+    if a.size == 0:
+        return 0.0, 0.0
+    d = np.abs(a - b)
+    return float(d.max()), float((d / (np.abs(b) + 1e-3)).max())
+
+
+def _within_tolerance(ort_out, ref, half: bool) -> bool:
+    a, b = np.asarray(ort_out, np.float64), np.asarray(ref, np.float64)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return False  # inf/nan in either output is never a match worth shipping
+    if half:
+        return bool(np.all(np.abs(a - b) <= HALF_ATOL + HALF_RTOL * np.abs(b)))
+    return bool(np.abs(a - b).max(initial=0.0) <= FP32_ATOL)
+
+
+def _sorted_dets(d: np.ndarray) -> np.ndarray:
+    if len(d) == 0:
+        return d.reshape(0, 7)
+    order = np.lexsort((-d[:, 6], d[:, 5], d[:, 0]))
+    return d[order]
+
+
+def _metadata(det, hw, batch, dynamic, half, nms, source) -> dict[str, str]:
+    return {
+        "producer": "yolo_prune",
+        "family": str(getattr(det, "family", "")),
+        "head_type": str(getattr(det, "head_type", "")),
+        "names": json.dumps({str(k): v for k, v in det.names.items()}),
+        "nc": str(len(det.names)),
+        "strides": json.dumps([int(s) for s in det.strides]),
+        "stride": str(max(det.strides) if det.strides else 32),
+        "imgsz": json.dumps(None if dynamic else list(hw)),
+        "batch": json.dumps(None if dynamic else batch),
+        "half": json.dumps(bool(half)),
+        "nms": json.dumps(bool(nms)),
+        "task": "detect",
+        "output0": "(batch, boxes, 4+nc): cx, cy, w, h in input pixels, then class scores 0..1",
+        "source": source,
+    }
+
+
+def _name_output_dims(proto, channels: int, nms: bool) -> None:
+    """The tracer leaves the constant last dims unnamed-yet-symbolic ('Transposeoutput0_dim_2'); pin them."""
+    fixed = {OUTPUT_NAME: channels, NMS_OUTPUT_NAME: 7}
+    for v in proto.graph.output:
+        if v.name in fixed:
+            dims = v.type.tensor_type.shape.dim
+            if len(dims):
+                dims[len(dims) - 1].Clear()
+                dims[len(dims) - 1].dim_value = fixed[v.name]
+
+
+def _io_desc(values) -> list[dict]:
+    import onnx
+
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        shape = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
+        out.append({"name": v.name, "shape": shape, "dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower()})
+    return out
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------- export
+def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = False, opset: int = 17,
+                half: bool = False, simplify: bool = False, nms: bool = False, device="cpu",
+                nms_conf: float = 0.25, nms_iou: float = 0.45, max_det: int = 100, providers=None,
+                verbose: bool = True) -> dict:
+    """Export a Detector (or any file ``yolo_prune.models.load`` reads) to ONNX, verify it, write the sidecar.
+
+    ``out`` is written only after verification passed (temp file + rename); its folder is created.
+    ``half`` needs ``device="cuda"``: the model is traced in fp16 and verified with onnxruntime's CUDA provider.
+    ``providers``: onnxruntime providers for the verification run (default: the CPU).
+    Returns the report that is also written to ``<out>.json``.
+    """
+    import onnx
+
+    from yolo_prune.eval import profile
+
+    from .ort import make_session
+
+    t0 = time.time()
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise ExportError(f"{out}: output path must end in .onnx, found '{out.suffix or out.name}'")
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old: the YOLO necks need Resize from opset {MIN_OPSET}; "
+                          f"use --opset {MIN_OPSET} or newer (default 17)")
+    max_opset = _max_opset()
+    if opset > max_opset:
+        raise ExportError(f"opset {opset} is newer than this torch/onnxruntime pair supports (max {max_opset})")
+    if nms and opset < NMS_MIN_OPSET:
+        raise ExportError(f"--nms needs opset >= {NMS_MIN_OPSET} (NonMaxSuppression), found {opset}")
+    if batch < 1:
+        raise ExportError(f"batch must be >= 1, found {batch}")
+    dev = torch.device(device)
+    if half and dev.type != "cuda":
+        raise ExportError("--half needs --device cuda: fp16 is traced on the GPU and verified with onnxruntime's "
+                          "CUDA provider (neither torch nor onnxruntime's CPU provider run fp16 convolutions "
+                          "reliably); on a CPU-only machine export fp32")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ExportError(f"--device {device} was requested but torch sees no CUDA device")
+
+    det, source = _resolve_model(model_or_path, device=dev)
+    hw = _imgsz_hw(imgsz)
+    max_stride = max(det.strides) if det.strides else 32
+    if hw[0] % max_stride or hw[1] % max_stride:
+        raise ExportError(f"imgsz {hw[0]}x{hw[1]} must be a multiple of the model's largest stride {max_stride}")
+
+    # export a private copy so the caller's model (dtype, cached grids, training flag) is untouched
+    model = copy.deepcopy(det).to(dev).float().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    prof = profile(model, hw)
+    torch_half = half and dev.type == "cuda"
+    if torch_half:
+        model = model.half()
+    wrapped = EndToEndNMS(model, nms_conf, nms_iou, max_det).eval() if nms else model
+
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand(batch, 3, *hw, generator=gen).to(dev)
+    example_in = example.half() if torch_half else example
+    with torch.no_grad(), _dynamic_heads(model, dynamic):
+        try:
+            ref_outputs = wrapped(example_in)
+        except Exception as e:  # noqa: BLE001
+            raise ExportError(f"{source}: the model failed on a {batch}x3x{hw[0]}x{hw[1]} input: "
+                              f"{type(e).__name__}: {e}") from e
+    ref_outputs = ref_outputs if isinstance(ref_outputs, tuple) else (ref_outputs,)
+    if not isinstance(ref_outputs[0], torch.Tensor) or ref_outputs[0].ndim != 3 or \
+            ref_outputs[0].shape[-1] != 4 + len(det.names):
+        found = type(ref_outputs[0]).__name__ if not isinstance(ref_outputs[0], torch.Tensor) else \
+            tuple(ref_outputs[0].shape)
+        raise ExportError(f"{source}: eval forward must return (B, N, 4+nc={4 + len(det.names)}), found {found}")
+
+    output_names = [OUTPUT_NAME] + ([NMS_OUTPUT_NAME] if nms else [])
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 1: "boxes"}}
+    if nms:
+        dynamic_axes = dict(dynamic_axes or {})
+        dynamic_axes[NMS_OUTPUT_NAME] = {0: "num_detections"}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with torch.no_grad(), _dynamic_heads(model, dynamic), _quiet_export():
+            try:
+                torch.onnx.export(wrapped, (example_in,), str(tmp), dynamo=False, opset_version=opset,
+                                  input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=dynamic_axes,
+                                  do_constant_folding=True, external_data=False)
+            except ExportError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; all mean "cannot export"
+                raise _explain_export_failure(e, source, opset) from e
+        proto = onnx.load(str(tmp))
+        if simplify:
+            proto = _slim(proto, source)
+        _name_output_dims(proto, 4 + len(det.names), nms)
+        for k, v in _metadata(det, hw, batch, dynamic, half, nms, source).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        proto.producer_name = "yolo_prune"
+        onnx.save(proto, str(tmp))
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except Exception as e:  # noqa: BLE001
+            raise ExportError(f"{out}: onnx.checker rejected the exported graph: {e}") from e
+
+        session = make_session(tmp, providers=providers or (["cuda"] if torch_half else ["cpu"]))
+        in_dtype = np.float16 if half else np.float32
+        checks = [(example, ref_outputs)]
+        if dynamic:  # a second shape proves the graph is really dynamic (grids rebuilt, no frozen sizes)
+            h2, w2 = hw[0] + max_stride, hw[1] + 2 * max_stride
+            ex2 = torch.rand(batch + 1, 3, h2, w2, generator=gen).to(dev)
+            with torch.no_grad(), _dynamic_heads(model, dynamic):
+                r2 = wrapped(ex2.half() if torch_half else ex2)
+            checks.append((ex2, r2 if isinstance(r2, tuple) else (r2,)))
+        max_abs = max_rel = 0.0
+        nms_counts = []
+        for ex, refs in checks:
+            got = session.run(None, {INPUT_NAME: ex.cpu().numpy().astype(in_dtype)})
+            ref0 = refs[0].float().cpu().numpy()
+            if got[0].shape != ref0.shape:
+                raise ExportError(f"{out}: onnxruntime output shape {got[0].shape} differs from PyTorch "
+                                  f"{ref0.shape} for input {tuple(ex.shape)}")
+            a, r = diff_stats(got[0], ref0)
+            max_abs, max_rel = max(max_abs, a), max(max_rel, r)
+            if not _within_tolerance(got[0], ref0, half):
+                raise ExportError(_tolerance_message(out, a, r, half, tuple(ex.shape)))
+            if nms:
+                g, rd = _sorted_dets(got[1]), _sorted_dets(refs[1].float().cpu().numpy())
+                nms_counts.append(int(len(g)))
+                if g.shape != rd.shape:
+                    raise ExportError(f"{out}: end-to-end NMS kept {len(g)} boxes in onnxruntime but {len(rd)} "
+                                      f"in PyTorch for input {tuple(ex.shape)}")
+                if len(g) and not _within_tolerance(g, rd, half):
+                    a2, r2_ = diff_stats(g, rd)
+                    raise ExportError(_tolerance_message(out, a2, r2_, half, tuple(ex.shape), "detections"))
+        if verbose:
+            print(f"max abs diff {max_abs:.3g}")
+            print(f"max rel diff {max_rel:.3g}")
+        providers_used = session.get_providers()
+        inputs, outputs = _io_desc(proto.graph.input), _io_desc(proto.graph.output)
+        del session
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+    report = {
+        "format": "yolo_prune-onnx",
+        "onnx": out.name,
+        "source": source,
+        "family": getattr(det, "family", ""),
+        "head_type": getattr(det, "head_type", ""),
+        "names": {str(k): v for k, v in det.names.items()},
+        "nc": len(det.names),
+        "strides": [int(s) for s in det.strides],
+        "inputs": inputs,
+        "outputs": outputs,
+        "layout": {OUTPUT_NAME: "(batch, boxes, 4+nc): cx, cy, w, h in input pixels, then class scores 0..1",
+                   **({NMS_OUTPUT_NAME: "(K, 7): batch_index, x1, y1, x2, y2, class, score; per-class NMS"}
+                      if nms else {})},
+        "opset": opset,
+        "imgsz": list(hw),
+        "batch": batch,
+        "dynamic": dynamic,
+        "half": half,
+        "simplify": simplify,
+        "nms": {"conf": nms_conf, "iou": nms_iou, "max_det_per_class": max_det} if nms else None,
+        "params": prof["params"],
+        "macs": prof["macs"],
+        "gflops": prof["gflops"],
+        "file_bytes": out.stat().st_size,
+        "verify": {"max_abs_diff": max_abs, "max_rel_diff": max_rel,
+                   "tolerance": (f"|d| <= {HALF_ATOL} + {HALF_RTOL}*|ref| (fp16 vs fp16 PyTorch)" if half
+                                 else f"max |d| <= {FP32_ATOL}"),
+                   "shapes": [list(ex.shape) for ex, _ in checks], "providers": providers_used,
+                   **({"nms_detections": nms_counts} if nms else {})},
+        "versions": _versions(),
+        "seconds": round(time.time() - t0, 2),
+    }
+    _atomic_write_text(Path(str(out) + ".json"), json.dumps(report, indent=2))
+    return report
+
+
+def _tolerance_message(out, a, r, half, shape, what=OUTPUT_NAME) -> str:
+    bound = f"{HALF_ATOL} + {HALF_RTOL}*|ref|" if half else f"{FP32_ATOL}"
+    return (f"{out}: onnxruntime '{what}' differs from PyTorch beyond tolerance for input {shape}: max abs diff "
+            f"{a:.3g}, max rel diff {r:.3g} (allowed {bound}). The file was not written; the graph does not "
+            "reproduce the model (an op exported with different semantics, or overflow in fp16)")
+
+
+def _slim(proto, source):
+    import onnxslim
+
+    try:
+        return onnxslim.slim(proto)
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"{source}: onnxslim failed to simplify the graph: {e}") from e
+
+
+def _max_opset() -> int:
+    import onnxruntime as ort
+
+    try:
+        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as torch_max
+    except ImportError:  # pragma: no cover - older/newer torch
+        torch_max = 20
+    try:
+        from onnxruntime.capi.onnxruntime_pybind11_state import get_max_opset  # type: ignore
+        ort_max = int(get_max_opset())
+    except Exception:  # noqa: BLE001 - not exposed by every build
+        ort_max = 21 if tuple(int(x) for x in ort.__version__.split(".")[:2]) >= (1, 18) else 19
+    return min(torch_max, ort_max)
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        yield
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime as ort
+
+    import yolo_prune
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
+            "yolo_prune": yolo_prune.__version__}

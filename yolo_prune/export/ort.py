@@ -1,0 +1,200 @@
+"""onnxruntime sessions that never fall back silently, and ``OrtDetector``: an ONNX file behind the Detector call.
+
+onnxruntime quietly drops an execution provider it cannot initialise (no GPU, missing CUDA/cuDNN/TensorRT
+libraries) and runs on the CPU instead. ``make_session`` compares the providers asked for with
+``session.get_providers()`` and raises when an explicitly requested one is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+_ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+class ProviderUnavailableError(RuntimeError):
+    """An explicitly requested onnxruntime execution provider is not usable on this machine."""
+
+
+def provider_name(name: str) -> str:
+    """'cpu' / 'cuda' / 'trt' or a full onnxruntime provider name -> the full name."""
+    return PROVIDER_ALIASES.get(name.lower(), name)
+
+
+def default_providers() -> list[str]:
+    """CUDA when this process can see a GPU, else the CPU; an implicit choice is never an error."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if torch.cuda.is_available() and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(path: str | os.PathLike, providers=None, threads: int | None = None, trt_fp16: bool = False):
+    """An ``InferenceSession`` for ``path``; raises ``ProviderUnavailableError`` if a requested provider is missing.
+
+    ``providers``: None (default choice), or a list of names/aliases ('cpu', 'cuda', 'trt'), optionally as
+    (name, options) pairs. The CPU provider is always appended as the last resort for unsupported nodes, but a
+    requested GPU provider that did not load is an error, never a silent fallback.
+    ``threads``: intra-op threads (None = onnxruntime's default, all cores).
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ONNX file not found (export one with tools/export_onnx.py)")
+    requested = default_providers() if providers is None else list(providers)
+    explicit = providers is not None
+    chain: list = []
+    for p in requested:
+        name, options = (p if isinstance(p, (tuple, list)) else (p, None))
+        name = provider_name(name)
+        if name == "TensorrtExecutionProvider" and options is None:
+            options = {"trt_fp16_enable": bool(trt_fp16)}
+        chain.append((name, options or {}))
+    available = ort.get_available_providers()
+    for name, _ in chain:
+        if name not in available:
+            raise ProviderUnavailableError(
+                f"onnxruntime provider '{name}' was requested but this onnxruntime build "
+                f"({ort.__version__}) does not include it; available: {', '.join(available)}")
+    if "CPUExecutionProvider" not in [n for n, _ in chain]:
+        chain.append(("CPUExecutionProvider", {}))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # the fallback warning is replaced by our own check below
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=[n for n, _ in chain],
+                                       provider_options=[o for _, o in chain])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated exception types
+        raise RuntimeError(f"{path}: onnxruntime could not load the model with providers "
+                           f"{[n for n, _ in chain]}: {e}") from e
+    used = session.get_providers()
+    if explicit:
+        missing = [n for n, _ in chain if n not in used]
+        if missing:
+            hint = ("no CUDA device visible or the CUDA/cuDNN libraries onnxruntime-gpu needs are missing"
+                    if any(m in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for m in missing)
+                    else "see onnxruntime's log")
+            raise ProviderUnavailableError(
+                f"onnxruntime provider(s) {', '.join(missing)} were requested but could not be initialised "
+                f"({hint}); the session fell back to {', '.join(used)}")
+    return session
+
+
+def read_sidecar(path: str | os.PathLike) -> dict:
+    """``model.onnx.json`` written by ``export_onnx`` beside the ONNX file, or {} when absent."""
+    side = Path(str(path) + ".json")
+    if not side.is_file():
+        return {}
+    try:
+        return json.loads(side.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{side}: not valid JSON ({e}); delete it or re-export the model") from e
+
+
+class OrtDetector:
+    """Run an exported ONNX detector like the PyTorch ``Detector`` in eval mode.
+
+    ``det(x)`` takes a float32 NCHW tensor (pixel values 0..1) and returns a float32 tensor (B, N, 4 + nc):
+    cx, cy, w, h in input pixels, then class scores, on ``x``'s device.
+    Attributes: ``names``, ``nc``, ``strides``, ``imgsz`` ((h, w) or None if dynamic), ``batch`` (None if
+    dynamic), ``providers`` (the ones the session actually uses), ``family``, ``meta`` (the sidecar json).
+    A batch that differs from a static export batch is run in chunks of that batch, the last one zero-padded.
+    """
+
+    def __init__(self, path: str | os.PathLike, providers=None, threads: int | None = None, trt_fp16: bool = False):
+        self.path = Path(path)
+        self.session = make_session(self.path, providers, threads, trt_fp16=trt_fp16)
+        self.providers = self.session.get_providers()
+        self.meta = read_sidecar(self.path)
+        props = self.session.get_modelmeta().custom_metadata_map
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = _ORT_TO_NUMPY.get(inp.type, np.float32)
+        self.output_name = self.session.get_outputs()[0].name
+        shape = inp.shape
+        self.batch = shape[0] if isinstance(shape[0], int) else None
+        self.imgsz = (shape[2], shape[3]) if all(isinstance(s, int) for s in shape[2:4]) else None
+        names = self.meta.get("names") or _json_prop(props, "names", self.path)
+        if not names:
+            raise ValueError(f"{self.path}: class names not found: expected 'names' in {self.path}.json or in the "
+                             "ONNX metadata (export with yolo_prune.export.export_onnx)")
+        self.names = {int(k): str(v) for k, v in dict(names).items()}
+        strides = self.meta.get("strides") or _json_prop(props, "strides", self.path) or []
+        self.strides = tuple(int(s) for s in strides)
+        self.family = self.meta.get("family") or props.get("family", "")
+        self.device = torch.device("cpu")
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+    @property
+    def stride(self) -> int:
+        return max(self.strides) if self.strides else 32
+
+    def eval(self):
+        return self
+
+    def to(self, device):
+        """Outputs are returned on ``device``; inference itself stays with the session's providers."""
+        self.device = torch.device(device)
+        return self
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.path}: expected an input tensor (B, 3, H, W), found shape {tuple(x.shape)}")
+        if self.imgsz is not None and tuple(x.shape[2:]) != tuple(self.imgsz):
+            raise ValueError(f"{self.path}: exported for a fixed {self.imgsz[0]}x{self.imgsz[1]} input, found "
+                             f"{x.shape[2]}x{x.shape[3]}; use --imgsz {self.imgsz[1]} or re-export with --dynamic")
+        out_device = x.device
+        arr = x.detach().to("cpu", torch.float32).numpy().astype(self.input_dtype, copy=False)
+        n = arr.shape[0]
+        if self.batch is None or n == self.batch:
+            y = self._run(np.ascontiguousarray(arr))
+        else:
+            parts = []
+            for start in range(0, n, self.batch):
+                chunk = arr[start:start + self.batch]
+                k = chunk.shape[0]
+                if k < self.batch:
+                    pad = np.zeros((self.batch - k, *chunk.shape[1:]), dtype=chunk.dtype)
+                    chunk = np.concatenate([chunk, pad])
+                parts.append(self._run(np.ascontiguousarray(chunk))[:k])
+            y = np.concatenate(parts)
+        return torch.from_numpy(y.astype(np.float32, copy=False)).to(out_device)
+
+    forward = __call__
+
+    def __repr__(self) -> str:
+        return (f"OrtDetector({self.path}, nc={self.nc}, imgsz={self.imgsz}, batch={self.batch}, "
+                f"providers={self.providers})")
+
+
+def _json_prop(props: dict, key: str, path: Path):
+    if key not in props:
+        return None
+    try:
+        return json.loads(props[key])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: ONNX metadata '{key}' is not valid JSON: {props[key][:80]!r}") from e
