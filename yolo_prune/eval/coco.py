@@ -1,0 +1,213 @@
+"""COCO mAP with pycocotools on top of the one inference path (``infer.py``)."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.coco import atomic_write_json, category_map, list_images, load_data_yaml, yolo_to_coco
+from .infer import LetterboxLoader, Timer, cpu_threads, model_stride, prepare_model, run_inference, torch_threads
+
+STAT_NAMES = (
+    "AP@[.50:.95] all", "AP@.50 all", "AP@.75 all", "AP@[.50:.95] small", "AP@[.50:.95] medium",
+    "AP@[.50:.95] large", "AR@[.50:.95] all maxDets=1", "AR@[.50:.95] all maxDets=10",
+    "AR@[.50:.95] all maxDets=100", "AR@[.50:.95] small", "AR@[.50:.95] medium", "AR@[.50:.95] large",
+)
+
+
+def _read_ann(ann, label: str = "annotations") -> tuple[dict, str]:
+    if isinstance(ann, dict):
+        return ann, label
+    p = Path(ann)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: COCO annotation json not found. Supply instances_*.json via --ann, or a "
+                                "YOLO data yaml via --data")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid json ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{p}: expected a COCO json with an 'images' list, found {found}")
+    return data, str(p)
+
+
+def _check_annotations(gt: dict, source: str) -> None:
+    for i, im in enumerate(gt["images"]):
+        if "id" not in im or "file_name" not in im:
+            raise ValueError(f"{source}: images[{i}] expected fields 'id' and 'file_name', found {sorted(im)}")
+    for i, a in enumerate(gt.get("annotations", [])):
+        for key in ("image_id", "category_id", "bbox"):
+            if key not in a:
+                raise ValueError(f"{source}: annotations[{i}] field '{key}' is missing (found {sorted(a)})")
+        if len(a["bbox"]) != 4:
+            raise ValueError(f"{source}: annotations[{i}].bbox expected [x, y, w, h], found {a['bbox']}")
+
+
+def select_subset(n: int, max_images: int | None) -> list[int]:
+    """Deterministic, evenly spread subset of ``max_images`` indices out of ``n`` (all when None)."""
+    if max_images is None or max_images >= n:
+        return list(range(n))
+    return sorted({int(i) for i in np.linspace(0, n - 1, max(1, int(max_images)))})
+
+
+def _coco_results(dets_by_image: list[tuple[int, torch.Tensor]], class_to_cat: dict) -> list[dict]:
+    """COCO results format (bbox x, y, w, h rounded to 3 decimals, score to 5, as yolov5 val writes them)."""
+    results = []
+    lut = np.full(max(class_to_cat, default=0) + 1, -1, dtype=np.int64)
+    for k, v in class_to_cat.items():
+        lut[k] = v
+    for img_id, det in dets_by_image:
+        if not len(det):
+            continue
+        d = det.numpy().astype(np.float64)
+        cls = d[:, 5].astype(np.int64)
+        cats = np.where(cls < len(lut), lut[np.minimum(cls, len(lut) - 1)], -1)
+        xywh = np.stack([d[:, 0], d[:, 1], d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]], 1).round(3)
+        scores = d[:, 4].round(5)
+        for box, s, c in zip(xywh.tolist(), scores.tolist(), cats.tolist()):
+            if c >= 0:
+                results.append({"image_id": img_id, "category_id": c, "bbox": box, "score": s})
+    return results
+
+
+def coco_stats(gt: dict, predictions: list[dict], image_ids: list, verbose: bool = True) -> list[float]:
+    """The 12 pycocotools bbox numbers for ``image_ids``. Only ``summarize`` prints (when verbose)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        coco_dt = COCO()
+        coco_dt.dataset = {"images": gt["images"], "categories": copy.deepcopy(gt["categories"]),
+                           "annotations": _as_result_anns(predictions)}
+        coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.imgIds = list(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+    if verbose:
+        ev.summarize()
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.summarize()
+    return [float(v) for v in ev.stats]
+
+
+def _as_result_anns(predictions: list[dict]) -> list[dict]:
+    """What COCO.loadRes does for bbox results, without its prints or its failure on an empty list."""
+    anns = []
+    for i, p in enumerate(predictions, 1):
+        x, y, w, h = p["bbox"]
+        anns.append({**p, "id": i, "area": w * h, "iscrowd": 0,
+                     "segmentation": [[x, y, x, y + h, x + w, y + h, x + w, y]]})
+    return anns
+
+
+def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: int = 16, device="cpu",
+             conf: float = 0.001, iou: float = 0.6, max_det: int = 300, out=None, max_images: int | None = None,
+             verbose: bool = True, multi_label: bool = True, threads: int | None = None) -> dict:
+    """Score ``model`` on COCO-format ground truth with pycocotools (yolov5 val pipeline).
+
+    model: Detector, callable returning (B, N, 4 + nc) with ``.names``, a model path (.pt/.yaml/.cfg/.weights)
+    or a .onnx path. Ground truth: ``images`` folder + ``ann`` COCO json, or ``data`` YOLO data yaml (its val
+    labels are converted on the fly; ``ann`` overrides). ``max_images`` scores an evenly spread, deterministic
+    subset. Writes ``out``/predictions.json and ``out``/metrics.json when ``out`` is given.
+
+    Returns {"mAP50-95", "mAP50", "stats" (12 pycocotools numbers), "speed_ms" {preprocess, inference, nms} per
+    image, "images" (scored), "predictions" (count), "skipped" [(file, reason)]}.
+    """
+    t_start = time.perf_counter()
+    if data is not None:
+        d = load_data_yaml(data)
+        images = images if images is not None else d["images"]
+        if ann is None:
+            ann = yolo_to_coco(d["images"], d["names"], verbose=verbose)
+    if images is None or ann is None:
+        raise ValueError("evaluate: supply images= (folder) and ann= (COCO json), or data= (YOLO data yaml)")
+    gt, source = _read_ann(ann, f"{data} (val labels as COCO json)" if data is not None else "annotations")
+    _check_annotations(gt, source)
+    gt = dict(gt)
+    gt.setdefault("annotations", [])
+    gt.setdefault("info", {})
+
+    paths = list_images(images)
+    by_name = {Path(im["file_name"]).name: im for im in gt["images"]}
+    listed = [(p, by_name[p.name]) for p in paths if p.name in by_name]
+    if not listed:
+        raise ValueError(f"{source}: none of the {len(paths)} images in {images} is listed in its 'images' "
+                         f"(matched by file name; e.g. {paths[0].name!r} vs {gt['images'][0]['file_name']!r})"
+                         if gt["images"] else f"{source}: its 'images' list is empty")
+    skipped = [(str(p), "not listed in the annotation json") for p in paths if p.name not in by_name]
+    listed = [listed[i] for i in select_subset(len(listed), max_images)]
+
+    model = prepare_model(model, device)
+    names = dict(getattr(model, "names", {}) or {})
+    if not names:
+        raise ValueError("model: no class names (.names) to map to the json's categories")
+    cat_ids = {a["category_id"] for a in gt["annotations"]}
+    class_to_cat = category_map(names, gt.get("categories"), cat_ids, source=source)
+    if not gt.get("categories"):  # pycocotools scores only listed categories; name them after the model
+        inv = {v: names[k] for k, v in class_to_cat.items()}
+        gt["categories"] = [{"id": i, "name": inv.get(i, str(i))} for i in sorted(cat_ids | set(inv))]
+
+    rect, size, fixed = True, imgsz, None
+    if getattr(model, "imgsz", None) is not None:  # static ONNX input: square canvas of the exported size
+        rect, size = False, int(np.max(model.imgsz))
+        if size != imgsz and verbose:
+            print(f"ONNX model has a static input of {model.imgsz}; evaluating at {size}")
+    if getattr(model, "batch", None) is not None:
+        fixed = batch = int(model.batch)
+    # batch shapes come from the files' headers (EXIF-rotated, as cv2 decodes them), like yolov5's loader
+    loader = LetterboxLoader([p for p, _ in listed], size, batch, model_stride(model), rect=rect, pad=0.5)
+    id_of = {str(p): im["id"] for p, im in listed}
+
+    timer = Timer()
+    dets_by_image = []
+    with torch_threads(threads):
+        for ps, dets in run_inference(model, loader, device, conf, iou, max_det, multi_label=multi_label,
+                                      timer=timer, progress=verbose, fixed_batch=fixed):
+            dets_by_image.extend((id_of[str(p)], d) for p, d in zip(ps, dets))
+    skipped += loader.skipped
+    for p, reason in loader.skipped:
+        warnings.warn(f"image left out of the evaluation: {reason}")
+    scored_ids = [i for i, _ in dets_by_image]
+    if not scored_ids:
+        raise ValueError(f"{images}: no readable image to evaluate ({len(skipped)} skipped: {skipped[:3]})")
+
+    predictions = _coco_results(dets_by_image, class_to_cat)
+    n_gt = sum(1 for a in gt["annotations"] if a["image_id"] in set(scored_ids))
+    if n_gt == 0:
+        warnings.warn(f"{source}: the {len(scored_ids)} evaluated images have no ground-truth boxes; "
+                      "mAP is reported as 0")
+    stats = coco_stats(gt, predictions, scored_ids, verbose=verbose)
+    result = {
+        "mAP50-95": max(stats[0], 0.0), "mAP50": max(stats[1], 0.0), "stats": stats,
+        "stat_names": list(STAT_NAMES), "speed_ms": timer.per_image_ms(), "images": len(scored_ids),
+        "ground_truth_boxes": n_gt, "predictions": len(predictions), "skipped": skipped,
+        "settings": {"imgsz": size, "batch": batch, "conf": conf, "iou": iou, "max_det": max_det,
+                     "multi_label": multi_label, "rect": rect, "device": str(device),
+                     "threads": threads or cpu_threads()},
+        "seconds": time.perf_counter() - t_start,
+    }
+    if out is not None:
+        out = Path(out)
+        atomic_write_json(predictions, out / "predictions.json")
+        atomic_write_json(result, out / "metrics.json")
+    if verbose:
+        sp = result["speed_ms"]
+        print(f"mAP50-95 {result['mAP50-95']:.4f}\nmAP50 {result['mAP50']:.4f}")
+        print(f"Speed: {sp['preprocess']:.1f} ms pre-process, {sp['inference']:.1f} ms inference, "
+              f"{sp['nms']:.1f} ms NMS per image at {size} ({len(scored_ids)} images, batch {batch})")
+    return result
+

@@ -1,0 +1,476 @@
+"""One inference path for every model: cv2 letterbox -> batched forward -> class-aware NMS -> original coords.
+
+The preprocessing follows the yolov5/ultralytics validation loader: the long side is resized to ``imgsz``
+(INTER_AREA when shrinking), images are sorted by aspect ratio and each batch is letterboxed (colour 114,
+centred) to one rectangle padded to a stride multiple (``pad=0.5`` as yolov5 val), or to a square ``imgsz``.
+The model is any callable returning decoded predictions (B, N, 4 + nc): cx, cy, w, h in input pixels, then
+class scores in 0..1.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from ..data.coco import image_size
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resize_long_side(img: np.ndarray, imgsz: int) -> np.ndarray:
+    """Resize so the long side is ``imgsz`` (yolov5 load_image: INTER_AREA to shrink, INTER_LINEAR to grow)."""
+    h0, w0 = img.shape[:2]
+    r = imgsz / max(h0, w0)
+    if r == 1:
+        return img
+    interp = cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA
+    return cv2.resize(img, (max(1, int(w0 * r)), max(1, int(h0 * r))), interpolation=interp)
+
+
+def letterbox(img: np.ndarray, new_shape, color=(114, 114, 114), auto: bool = False, scaleup: bool = True,
+              stride: int = 32):
+    """Resize keeping the aspect ratio and pad to ``new_shape`` (h, w) or an int square; yolov5 semantics.
+
+    auto=True pads only to the next stride multiple. Returns (image, ratio, (pad_w, pad_h)) where the pads
+    are the (fractional) left/top offsets of the image inside the canvas.
+    """
+    shape = img.shape[:2]
+    if isinstance(new_shape, int):
+        new_shape = (new_shape, new_shape)
+    r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
+    if not scaleup:
+        r = min(r, 1.0)
+    new_unpad = int(round(shape[1] * r)), int(round(shape[0] * r))
+    dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
+    if shape[::-1] != new_unpad:
+        img = cv2.resize(img, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+    return img, (r, r), (dw, dh)
+
+
+def rect_batch_shapes(sizes_wh: np.ndarray, imgsz: int, batch: int, stride: int, pad: float = 0.5):
+    """yolov5 rectangular batches: order (by h/w), and per-batch canvas (h, w) multiples of ``stride``."""
+    sizes_wh = np.asarray(sizes_wh, dtype=np.float64).reshape(-1, 2)
+    ar = sizes_wh[:, 1] / sizes_wh[:, 0]
+    order = ar.argsort()
+    ar = ar[order]
+    nb = math.ceil(len(ar) / batch)
+    shapes = []
+    for i in range(nb):
+        ari = ar[i * batch:(i + 1) * batch]
+        lo, hi = ari.min(), ari.max()
+        shapes.append([hi, 1] if hi < 1 else [1, 1 / lo] if lo > 1 else [1, 1])
+    canvas = np.ceil(np.array(shapes) * imgsz / stride + pad).astype(int) * stride
+    return order, [tuple(int(v) for v in s) for s in canvas]
+
+
+@dataclass
+class Batch:
+    """A letterboxed batch: ``images`` uint8 (B, 3, H, W) RGB; per image original (h, w), gain and (pad_w, pad_h)."""
+    paths: list
+    images: torch.Tensor
+    orig_hw: torch.Tensor  # (B, 2) float
+    gain: torch.Tensor  # (B,)
+    pad: torch.Tensor  # (B, 2) left, top
+    skipped: list = field(default_factory=list)
+
+
+def read_image(path) -> np.ndarray:
+    """BGR uint8 (H, W, 3); grayscale, 16-bit and alpha images are converted. ValueError if unreadable."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"{path}: cv2 could not decode this image (corrupt or unsupported format)")
+    return img
+
+
+class LetterboxLoader:
+    """Batches of letterboxed images in yolov5-val order.
+
+    rect=True: images sorted by aspect ratio, one stride-padded rectangle per batch (yolov5 val, pad 0.5).
+    rect=False: every image letterboxed into a square ``imgsz`` canvas, in the given order.
+    ``sizes`` (w, h) per path may be given to skip reading headers; unreadable files are listed in
+    ``self.skipped`` as (path, reason) and left out.
+    """
+
+    def __init__(self, paths, imgsz: int = 640, batch: int = 16, stride: int = 32, rect: bool = True,
+                 pad: float = 0.5, sizes=None, workers: int | None = None):
+        if imgsz % stride:
+            new = math.ceil(imgsz / stride) * stride
+            warnings.warn(f"imgsz {imgsz} is not a multiple of the model stride {stride}; using {new}")
+            imgsz = new
+        self.imgsz, self.batch, self.stride, self.rect, self.pad = imgsz, max(1, int(batch)), stride, rect, pad
+        self.skipped: list[tuple[str, str]] = []
+        paths = [Path(p) for p in paths]
+        good, wh = [], []
+        for i, p in enumerate(paths):
+            try:
+                wh.append(sizes[i] if sizes is not None else image_size(p))
+                good.append(p)
+            except ValueError as e:
+                self.skipped.append((str(p), str(e)))
+        if rect and good:
+            order, self.shapes = rect_batch_shapes(np.array(wh), imgsz, self.batch, stride, pad)
+            good = [good[i] for i in order]
+        else:
+            self.shapes = [(imgsz, imgsz)] * math.ceil(len(good) / self.batch)
+        self.paths = good
+        self.workers = workers or min(4, max(1, cpu_threads()))
+
+    def __len__(self):
+        return len(self.shapes)
+
+    def _load(self, path, shape):
+        img = read_image(path)
+        h0, w0 = img.shape[:2]
+        img = resize_long_side(img, self.imgsz)
+        h, w = img.shape[:2]
+        img, _, pad = letterbox(img, shape, auto=False, scaleup=False, stride=self.stride)
+        return img, (h0, w0), h / h0, pad
+
+    def __iter__(self):
+        with ThreadPoolExecutor(self.workers) as pool:
+            for bi, shape in enumerate(self.shapes):
+                paths = self.paths[bi * self.batch:(bi + 1) * self.batch]
+                loaded, kept, skipped = [], [], []
+                for p, res in zip(paths, pool.map(self._safe_load, paths, [shape] * len(paths))):
+                    if isinstance(res, str):
+                        skipped.append((str(p), res))
+                    else:
+                        loaded.append(res)
+                        kept.append(p)
+                self.skipped.extend(skipped)
+                if not loaded:
+                    continue
+                arr = np.stack([r[0] for r in loaded])  # (B, H, W, 3) BGR
+                images = torch.from_numpy(np.ascontiguousarray(arr[..., ::-1].transpose(0, 3, 1, 2)))
+                yield Batch(kept, images,
+                            torch.tensor([r[1] for r in loaded], dtype=torch.float32),
+                            torch.tensor([r[2] for r in loaded], dtype=torch.float32),
+                            torch.tensor([r[3] for r in loaded], dtype=torch.float32), skipped)
+
+    def _safe_load(self, path, shape):
+        try:
+            return self._load(path, shape)
+        except ValueError as e:
+            return str(e)
+
+
+def xywh2xyxy(x: torch.Tensor) -> torch.Tensor:
+    y = torch.empty_like(x)
+    half = x[..., 2:4] / 2
+    y[..., :2] = x[..., :2] - half
+    y[..., 2:4] = x[..., :2] + half
+    return y
+
+
+def _rank_within(group: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-order ``order`` (already sorted by score) so each group is contiguous; return it and ranks inside groups."""
+    order = order[torch.sort(group[order], stable=True).indices]
+    g = group[order]
+    if g.numel() == 0:
+        return order, g
+    starts = torch.ones_like(g, dtype=torch.bool)
+    starts[1:] = g[1:] != g[:-1]
+    first = torch.cummax(torch.where(starts, torch.arange(len(g), device=g.device), 0), 0).values
+    return order, torch.arange(len(g), device=g.device) - first
+
+
+def non_max_suppression(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
+                        agnostic: bool = False, multi_label: bool = False, max_nms: int = 30000,
+                        classes=None) -> list[torch.Tensor]:
+    """NMS over a whole batch in one torchvision.ops.batched_nms call (groups = image x class).
+
+    pred: (B, N, 4 + nc) with cx, cy, w, h and class scores. multi_label keeps every class score > conf of a box
+    (yolov5 val); otherwise only the best class. ``max_nms`` caps the candidates per image (highest first),
+    ``max_det`` the detections per image. Returns B tensors (n, 6): x1, y1, x2, y2, score, class.
+    """
+    if pred.ndim != 3 or pred.shape[-1] < 5:
+        raise ValueError(f"predictions: expected shape (B, N, 4 + nc), found {tuple(pred.shape)}")
+    bs, nc = pred.shape[0], pred.shape[-1] - 4
+    scores = pred[..., 4:]
+    if multi_label and nc > 1:
+        b, a, c = (scores > conf).nonzero(as_tuple=True)
+        s = scores[b, a, c]
+    else:
+        s, c = scores.max(-1)
+        b, a = (s > conf).nonzero(as_tuple=True)
+        s, c = s[b, a], c[b, a]
+    if classes is not None:
+        keep = torch.isin(c, torch.as_tensor(classes, device=c.device))
+        b, a, c, s = b[keep], a[keep], c[keep], s[keep]
+    boxes = xywh2xyxy(pred[b, a, :4]).float()
+    s = s.float()
+    if s.numel() and torch.bincount(b, minlength=bs).max() > max_nms:
+        order, rank = _rank_within(b, torch.argsort(s, descending=True, stable=True))
+        keep = order[rank < max_nms]
+        b, c, s, boxes = b[keep], c[keep], s[keep], boxes[keep]
+    groups = b if agnostic else b * nc + c
+    keep = torchvision.ops.batched_nms(boxes, s, groups, iou)  # sorted by score, descending
+    keep, rank = _rank_within(b, keep)
+    keep = keep[rank < max_det]
+    out = torch.cat([boxes[keep], s[keep, None], c[keep, None].float()], 1)
+    counts = torch.bincount(b[keep], minlength=bs).tolist()
+    return list(out.split(counts))
+
+
+def scale_back(det: torch.Tensor, gain: float | torch.Tensor, pad, orig_hw) -> torch.Tensor:
+    """Letterboxed xyxy -> original image xyxy (in place on a copy), clipped to the image."""
+    det = det.clone()
+    det[:, [0, 2]] = (det[:, [0, 2]] - pad[0]) / gain
+    det[:, [1, 3]] = (det[:, [1, 3]] - pad[1]) / gain
+    det[:, [0, 2]] = det[:, [0, 2]].clamp(0, float(orig_hw[1]))
+    det[:, [1, 3]] = det[:, [1, 3]].clamp(0, float(orig_hw[0]))
+    return det
+
+
+def fuse_conv_bn(model: nn.Module, example: torch.Tensor | None = None, rtol: float = 1e-3) -> nn.Module:
+    """A copy of ``model`` with BatchNorm folded into the preceding conv, for inference.
+
+    Folds modules holding ``conv`` (Conv2d) and ``bn`` (BatchNorm2d) attributes (yolov5/ultralytics Conv) and
+    Conv2d->BatchNorm2d pairs in nn.Sequential. When ``example`` is given the fused copy is checked against the
+    original; any disagreement returns the unfused copy (with a warning) rather than wrong numbers.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    original = model
+    model = copy.deepcopy(model).eval()
+    fused = 0
+    for m in list(model.modules()):
+        conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+            m.conv, m.bn = fuse_conv_bn_eval(conv, bn), nn.Identity()
+            fused += 1
+        elif isinstance(m, nn.Sequential):
+            keys = list(m._modules)
+            for k1, k2 in zip(keys, keys[1:]):
+                c, n = m._modules[k1], m._modules[k2]
+                if isinstance(c, nn.Conv2d) and isinstance(n, nn.BatchNorm2d) and n.track_running_stats:
+                    m._modules[k1], m._modules[k2] = fuse_conv_bn_eval(c, n), nn.Identity()
+                    fused += 1
+    if not fused or example is None:
+        return model
+    with torch.inference_mode():
+        was = original.training
+        original.eval()
+        try:
+            ref = _first(original(example)).float()
+        finally:
+            original.train(was)
+        got = _first(model(example)).float()
+    scale = ref.abs().max().clamp(min=1.0)
+    if got.shape != ref.shape or not torch.allclose(got, ref, rtol=rtol, atol=rtol * float(scale)):
+        warnings.warn("conv+BN folding changed this model's outputs; evaluating the unfused model")
+        return copy.deepcopy(original).eval()
+    return model
+
+
+def _first(out):
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def model_stride(model) -> int:
+    strides = getattr(model, "strides", None) or getattr(model, "stride", None)
+    if isinstance(strides, torch.Tensor):
+        strides = strides.tolist()
+    if isinstance(strides, (list, tuple)) and strides:
+        return int(max(strides))
+    return int(strides) if isinstance(strides, (int, float)) else 32
+
+
+def prepare_model(model, device="cpu", fuse: bool = True):
+    """Load paths (.pt/.yaml/.cfg/.weights/.onnx), move torch models to ``device``, eval mode, BN folded."""
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        if p.suffix.lower() == ".onnx":
+            from ..export.ort import OrtDetector
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: ONNX model not found. Supply an exported .onnx file at this path")
+            return OrtDetector(str(p), providers=None)
+        from ..models import load
+        model = load(p, device=device)
+    if isinstance(model, nn.Module):
+        model = model.to(device)
+        if fuse:
+            s = model_stride(model)
+            example = torch.rand(1, 3, 2 * s, 2 * s, device=device)
+            model = fuse_conv_bn(model, example)
+        else:
+            model = copy.deepcopy(model)
+        model.eval()
+    elif not callable(model):
+        raise TypeError(f"model: expected a Detector, a model path or a callable, found {type(model).__name__}")
+    return model
+
+
+@dataclass
+class Timer:
+    """Accumulated seconds per stage."""
+    preprocess: float = 0.0
+    inference: float = 0.0
+    nms: float = 0.0
+    images: int = 0
+
+    def per_image_ms(self) -> dict:
+        n = max(self.images, 1)
+        return {"preprocess": 1000 * self.preprocess / n, "inference": 1000 * self.inference / n,
+                "nms": 1000 * self.nms / n}
+
+
+def _sync(device):
+    if isinstance(device, torch.device) and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_inference(model, loader: LetterboxLoader, device="cpu", conf: float = 0.25, iou: float = 0.45,
+                  max_det: int = 300, agnostic: bool = False, multi_label: bool = False, timer: Timer | None = None,
+                  progress: bool = False, fixed_batch: int | None = None):
+    """Yield (paths, detections) per batch; detections are (n, 6) tensors in original-image xyxy on the CPU.
+
+    ``model`` must already be prepared (``prepare_model``). ``fixed_batch`` pads each batch with blank
+    images for models exported with a static batch size.
+    """
+    timer = timer if timer is not None else Timer()
+    is_torch = isinstance(model, nn.Module)
+    dev = torch.device(device) if is_torch else torch.device("cpu")
+    it = iter(loader)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(loader.paths), desc="inference", unit="img")
+    with torch.inference_mode():
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            if batch is None:
+                break
+            x = batch.images.to(dev, non_blocking=True).float().div_(255)
+            n = x.shape[0]
+            if fixed_batch and n < fixed_batch:
+                x = torch.cat([x, x.new_zeros((fixed_batch - n, *x.shape[1:]))])
+            _sync(dev)
+            t1 = time.perf_counter()
+            pred = _first(model(x))[:n]
+            _sync(dev)
+            t2 = time.perf_counter()
+            dets = non_max_suppression(pred, conf, iou, max_det, agnostic, multi_label)
+            dets = [scale_back(d.cpu(), float(batch.gain[i]), batch.pad[i].tolist(), batch.orig_hw[i].tolist())
+                    for i, d in enumerate(dets)]
+            t3 = time.perf_counter()
+            timer.preprocess += t1 - t0
+            timer.inference += t2 - t1
+            timer.nms += t3 - t2
+            timer.images += n
+            if bar is not None:
+                bar.update(n + len(batch.skipped))
+            yield batch.paths, dets
+    if bar is not None:
+        bar.close()
+
+
+def predict(model, source, imgsz: int = 640, batch: int = 1, device="cpu", conf: float = 0.25, iou: float = 0.45,
+            max_det: int = 300, agnostic: bool = False, threads: int | None = None) -> tuple[dict, dict]:
+    """Detect on every image of ``source`` (file, folder, .txt list, list of paths).
+
+    Returns ({path: (n, 6) tensor x1, y1, x2, y2, score, class in original pixels}, names). Each image gets
+    its own minimal stride-padded rectangle when batch == 1 (as ultralytics predict). Unreadable images are
+    skipped with a warning.
+    """
+    from ..data.coco import list_images
+
+    paths = list_images(source)
+    model = prepare_model(model, device)
+    rect, size, fixed = True, imgsz, None
+    if getattr(model, "imgsz", None) is not None:  # static ONNX input: square canvas of the exported size
+        rect, size = False, int(np.max(model.imgsz))
+    if getattr(model, "batch", None) is not None:
+        fixed = batch = int(model.batch)
+    loader = LetterboxLoader(paths, size, batch, model_stride(model), rect=rect, pad=0.0)
+    results = {}
+    with torch_threads(threads):
+        for ps, dets in run_inference(model, loader, device, conf, iou, max_det, agnostic, fixed_batch=fixed):
+            results.update({str(p): d for p, d in zip(ps, dets)})
+    for p, reason in loader.skipped:
+        warnings.warn(f"skipping {p}: {reason}")
+    return results, dict(getattr(model, "names", {}) or {})
+
+
+def class_color(c: int) -> tuple[int, int, int]:
+    """A stable, distinct BGR colour per class."""
+    rng = np.random.default_rng(int(c) * 7919 + 17)
+    return tuple(int(v) for v in rng.integers(64, 256, 3))
+
+
+def draw_detections(img: np.ndarray, det: torch.Tensor, names: dict) -> np.ndarray:
+    """Boxes and 'name score' labels drawn with cv2's built-in Hershey font (no font files needed)."""
+    img = img.copy()
+    lw = max(1, round(sum(img.shape[:2]) / 600))
+    for x1, y1, x2, y2, score, cls in det.tolist():
+        color = class_color(int(cls))
+        p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
+        cv2.rectangle(img, p1, p2, color, lw, cv2.LINE_AA)
+        label = f"{names.get(int(cls), int(cls))} {score:.2f}"
+        fs = lw / 3
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, fs, max(lw - 1, 1))
+        above = p1[1] - th - 3 >= 0
+        q = (p1[0] + tw, p1[1] - th - 3 if above else p1[1] + th + 3)
+        cv2.rectangle(img, p1, q, color, -1, cv2.LINE_AA)
+        cv2.putText(img, label, (p1[0], p1[1] - 2 if above else p1[1] + th + 2), cv2.FONT_HERSHEY_SIMPLEX, fs,
+                    (0, 0, 0), max(lw - 1, 1), cv2.LINE_AA)
+    return img
+
+
+def predict_to_images(model, source, out, imgsz: int = 640, device="cpu", conf: float = 0.25, iou: float = 0.45,
+                      max_det: int = 300, agnostic: bool = False) -> list[tuple[Path, int]]:
+    """Run ``predict`` and write each image with its boxes drawn to ``out``; returns [(written file, boxes)]."""
+    results, names = predict(model, source, imgsz, 1, device, conf, iou, max_det, agnostic)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, det in results.items():
+        img = draw_detections(read_image(path), det, names)
+        dst = out / Path(path).name
+        ext = dst.suffix if dst.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp") else ".png"
+        dst = dst.with_suffix(ext)
+        tmp = dst.with_name(f".{dst.stem}.tmp{ext}")
+        if not cv2.imwrite(str(tmp), img):
+            raise OSError(f"{dst}: cv2 could not write the image (check the folder is writable)")
+        os.replace(tmp, dst)
+        written.append((dst, len(det)))
+    return written
+
+
+class torch_threads:
+    """Context: torch intra-op threads = ``n`` (default: every core this process may use), restored on exit."""
+
+    def __init__(self, n: int | None = None):
+        self.n = n or cpu_threads()
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
