@@ -196,15 +196,16 @@ def _metadata(det, hw, batch, dynamic, half, nms, source) -> dict[str, str]:
     }
 
 
-def _name_output_dims(proto, channels: int, nms: bool) -> None:
-    """The tracer leaves the constant last dims unnamed-yet-symbolic ('Transposeoutput0_dim_2'); pin them."""
-    fixed = {OUTPUT_NAME: channels, NMS_OUTPUT_NAME: 7}
+def _pin_output_dims(proto, static_shape, channels: int) -> None:
+    """The tracer leaves known dims symbolic ('Concatoutput0_dim_1'); write the real sizes into the graph."""
+    fixed = {OUTPUT_NAME: list(static_shape) if static_shape else [None, None, channels],
+             NMS_OUTPUT_NAME: [None, 7]}
     for v in proto.graph.output:
-        if v.name in fixed:
-            dims = v.type.tensor_type.shape.dim
-            if len(dims):
-                dims[len(dims) - 1].Clear()
-                dims[len(dims) - 1].dim_value = fixed[v.name]
+        dims = v.type.tensor_type.shape.dim
+        for i, size in enumerate(fixed.get(v.name, [])):
+            if size is not None and i < len(dims):
+                dims[i].Clear()
+                dims[i].dim_value = int(size)
 
 
 def _io_desc(values) -> list[dict]:
@@ -326,7 +327,7 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
         proto = onnx.load(str(tmp))
         if simplify:
             proto = _slim(proto, source)
-        _name_output_dims(proto, 4 + len(det.names), nms)
+        _pin_output_dims(proto, None if dynamic else tuple(ref_outputs[0].shape), 4 + len(det.names))
         for k, v in _metadata(det, hw, batch, dynamic, half, nms, source).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = k, v

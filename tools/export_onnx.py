@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Export a detector to ONNX (decoding in the graph), verify it with onnxruntime and write <out>.json beside it.
+
+    python tools/export_onnx.py --weights W --imgsz 640 [--batch 1] [--dynamic] [--opset 17] [--half]
+                                [--simplify] [--nms] --out model.onnx
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", required=True, help=".pt (ultralytics, yolov5, yolo_prune), model .yaml or darknet .cfg")
+    ap.add_argument("--darknet-weights", default=None, help="darknet .weights for a .cfg")
+    ap.add_argument("--imgsz", type=int, nargs="+", default=[640], help="input size: one value or H W")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
+    ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--half", action="store_true", help="fp16 (needs --device cuda)")
+    ap.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
+    ap.add_argument("--nms", action="store_true", help="add an end-to-end NMS output 'detections' (K, 7)")
+    ap.add_argument("--conf", type=float, default=0.25, help="--nms score threshold")
+    ap.add_argument("--iou", type=float, default=0.45, help="--nms IoU threshold")
+    ap.add_argument("--max-det", type=int, default=100, help="--nms boxes kept per class and image")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", required=True, help="output .onnx path (its folder is created)")
+    args = ap.parse_args(argv)
+
+    from yolo_prune.export import ExportError, ProviderUnavailableError, export_onnx
+
+    source = args.weights
+    if args.darknet_weights:
+        from yolo_prune.models import load
+        source = load(args.weights, weights=args.darknet_weights, device=args.device)
+        source.source = f"{args.weights} + {args.darknet_weights}"
+    imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz[:2])
+    try:
+        report = export_onnx(source, args.out, imgsz=imgsz, batch=args.batch, dynamic=args.dynamic,
+                             opset=args.opset, half=args.half, simplify=args.simplify, nms=args.nms,
+                             device=args.device, nms_conf=args.conf, nms_iou=args.iou, max_det=args.max_det)
+    except (ExportError, ProviderUnavailableError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    outs = ", ".join(f"{o['name']} {o['shape']}" for o in report["outputs"])
+    print(f"wrote {args.out} ({report['file_bytes'] / 1e6:.1f} MB, opset {report['opset']}, "
+          f"{report['gflops']:.2f} GFLOPs, {report['params'] / 1e6:.2f} M params) and {args.out}.json")
+    print(f"outputs: {outs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

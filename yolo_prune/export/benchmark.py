@@ -1,0 +1,381 @@
+"""Latency benchmark: every model x backend x batch, next to its MACs, with the ideal latency-proportional-to-MACs
+line as the yardstick.
+
+Backends:
+  * ``torch``: PyTorch eval forward on CUDA when torch sees a GPU, else the CPU (``torch-cpu`` / ``torch-cuda``
+    force one). CUDA timings synchronise before the clock is read.
+  * ``ort-cpu``, ``ort-cuda``, ``ort-trt``: onnxruntime with that execution provider (TensorRT in fp16 unless
+    ``trt_fp16=False``). A PyTorch model is exported once per batch size (static shapes) into ``out/onnx``.
+    Timings are ``session.run`` on host numpy arrays, so GPU providers include the host<->device copies.
+A backend that cannot run here (no GPU, provider not in this onnxruntime build, or onnxruntime fell back to
+another provider) is skipped with a one-line reason: onnxruntime falls back silently, so the providers a session
+really uses are checked and recorded.
+
+Latency is per batch in ms (median, p90, min over ``runs`` timed calls after ``warmup``); MACs are per image.
+``macs_ratio`` and ``latency_ratio`` compare each row with the row of the largest-MACs model of the same backend
+and batch; ``ratio_gap`` = latency_ratio / macs_ratio is 1.0 when latency falls exactly as MACs do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+BACKENDS = ("torch", "torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt")
+_ORT_PROVIDER = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
+                 "ort-trt": "TensorrtExecutionProvider"}
+
+
+class CaseSkipped(RuntimeError):
+    """This model x backend x batch cannot be timed (e.g. a static ONNX file at another batch)."""
+
+
+class BackendUnavailable(CaseSkipped):
+    """This backend cannot run on this machine at all; the message is the one-line reason."""
+
+
+# --------------------------------------------------------------------------------------------------- environment
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(threads: int | None) -> dict:
+    import onnx
+    import onnxruntime as ort
+
+    import yolo_prune
+
+    env = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "ort_available_providers": ort.get_available_providers(),
+        "yolo_prune": yolo_prune.__version__,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+    if hasattr(os, "getloadavg"):
+        env["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+    return env
+
+
+# --------------------------------------------------------------------------------------------------- timing
+def _stats(times_s: list[float], batch: int) -> dict:
+    ms = sorted(t * 1000.0 for t in times_s)
+    med = statistics.median(ms)
+    return {"latency_ms_median": med, "latency_ms_p90": float(np.percentile(ms, 90)), "latency_ms_min": ms[0],
+            "images_per_s": batch * 1000.0 / med if med > 0 else float("inf"), "runs": len(ms)}
+
+
+def time_torch(model, imgsz: tuple[int, int], batch: int, runs: int, warmup: int, device: str) -> dict:
+    dev = torch.device(device)
+    x = torch.rand(batch, 3, *imgsz, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            sync()
+            t = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+    return _stats(times, batch)
+
+
+def time_session(session, imgsz: tuple[int, int], batch: int, runs: int, warmup: int) -> dict:
+    inp = session.get_inputs()[0]
+    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+    x = np.random.default_rng(0).random((batch, 3, *imgsz), dtype=np.float32).astype(dtype)
+    feed = {inp.name: x}
+    times = []
+    for i in range(warmup + runs):
+        t = time.perf_counter()
+        session.run(None, feed)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return _stats(times, batch)
+
+
+# --------------------------------------------------------------------------------------------------- models
+class _Entry:
+    """One model of the benchmark: a PyTorch Detector and/or an ONNX file, with its MACs/params per image."""
+
+    def __init__(self, weights: str, label: str, imgsz: tuple[int, int]):
+        self.weights, self.label, self.imgsz = str(weights), label, imgsz
+        self.is_onnx = str(weights).lower().endswith(".onnx")
+        self.detector = None
+        self.onnx_files: dict[int, Path] = {}
+        self.macs = self.params = None
+        self.map50_95 = self.map50 = None
+        if self.is_onnx:
+            from .ort import read_sidecar
+
+            path = Path(weights)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: ONNX file not found")
+            side = read_sidecar(path)
+            self.macs, self.params = side.get("macs"), side.get("params")
+            if side.get("imgsz") and list(side["imgsz"]) != list(imgsz) and side.get("macs"):
+                sh, sw = side["imgsz"]
+                self.macs = int(side["macs"] * imgsz[0] * imgsz[1] / (sh * sw))  # MACs scale with pixels
+        else:
+            from yolo_prune.eval import profile
+            from yolo_prune.models import load
+
+            self.detector = load(weights).eval()
+            prof = profile(self.detector, imgsz)
+            self.macs, self.params = prof["macs"], prof["params"]
+
+    def onnx_for(self, batch: int, onnx_dir: Path, opset: int) -> Path:
+        """The ONNX file to time at ``batch``: the given file, or a static export of the PyTorch model."""
+        if self.is_onnx:
+            return Path(self.weights)
+        if batch not in self.onnx_files:
+            from .onnx import export_onnx
+
+            path = onnx_dir / f"{self.label}_{self.imgsz[0]}x{self.imgsz[1]}_b{batch}.onnx"
+            export_onnx(self.detector, path, imgsz=self.imgsz, batch=batch, opset=opset, verbose=False)
+            self.onnx_files[batch] = path
+        return self.onnx_files[batch]
+
+
+def _labels(weights: list) -> list[str]:
+    labels, seen = [], {}
+    for w in weights:
+        p = Path(str(w))
+        base = p.stem if p.suffix else p.name
+        if base in seen:
+            seen[base] += 1
+            base = f"{p.parent.name}_{base}" if p.parent.name and f"{p.parent.name}_{base}" not in seen \
+                else f"{base}_{seen[base]}"
+        seen.setdefault(base, 0)
+        labels.append(base)
+    return labels
+
+
+def _torch_device(backend: str) -> str:
+    if backend == "torch-cpu":
+        return "cpu"
+    if backend == "torch-cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("torch sees no CUDA device")
+        return "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _ort_session(path: Path, backend: str, threads, trt_fp16: bool):
+    import onnxruntime as ort
+
+    from .ort import ProviderUnavailableError, make_session
+
+    provider = _ORT_PROVIDER[backend]
+    if provider not in ort.get_available_providers():
+        raise BackendUnavailable(f"{provider} is not in this onnxruntime build ({ort.__version__})")
+    if provider != "CPUExecutionProvider" and not torch.cuda.is_available():
+        raise BackendUnavailable(f"{provider} needs a CUDA GPU and none is visible")
+    try:
+        return make_session(path, providers=[provider], threads=threads, trt_fp16=trt_fp16)
+    except ProviderUnavailableError as e:
+        raise BackendUnavailable(str(e).splitlines()[0]) from e
+
+
+# --------------------------------------------------------------------------------------------------- main entry
+def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmup: int = 10,
+                  backends=("torch", "ort-cpu"), threads: int | None = None, out=None, eval_kwargs: dict | None = None,
+                  trt_fp16: bool = True, opset: int = 17) -> list[dict]:
+    """Time every model x backend x batch; write ``out/bench.md``, ``out/bench.json`` and PNG plots.
+
+    ``weights``: checkpoints/yaml/cfg (anything ``yolo_prune.models.load`` reads) and/or exported ``.onnx``
+    files. ``threads``: fixes torch's and onnxruntime's intra-op threads (None = library defaults; set it for
+    reproducible CPU numbers). ``eval_kwargs``: when given, each model's mAP is measured once with
+    ``yolo_prune.eval.coco.evaluate(model, **eval_kwargs)`` (the ONNX file through ``OrtDetector``).
+    Returns the rows (one dict per model x backend x batch; skipped ones carry ``status="skipped"`` and
+    ``reason``).
+    """
+    from .onnx import _imgsz_hw
+    from .plots import plot_latency_vs_macs, plot_map_vs_latency
+
+    if not weights:
+        raise ValueError("--weights: expected at least one model, found none")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"--backends: unknown {unknown}; expected some of {', '.join(BACKENDS)}")
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"--runs must be >= 1 and --warmup >= 0, found runs={runs}, warmup={warmup}")
+    hw = _imgsz_hw(imgsz)
+    out_dir = Path(out) if out is not None else Path("runs/benchmark")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_dir = out_dir / "onnx"
+
+    saved_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    env = environment(threads)
+    rows: list[dict] = []
+    skipped: dict[str, str] = {}
+    reported: set[tuple[str, str]] = set()
+    try:
+        entries = [_Entry(w, label, hw) for w, label in zip(weights, _labels(weights))]
+        if eval_kwargs:
+            _evaluate_all(entries, eval_kwargs, threads)
+        combos = [(e, b, n) for e in entries for b in backends for n in batches]
+        for entry, backend, batch in tqdm(combos, desc="benchmark", unit="case"):
+            row = {"model": entry.label, "weights": entry.weights, "backend": backend, "batch": int(batch),
+                   "imgsz": list(hw), "macs": entry.macs, "params": entry.params, "onnx_bytes": None,
+                   "map50_95": entry.map50_95, "map50": entry.map50, "providers": None, "status": "ok",
+                   "reason": None}
+            try:
+                if backend in skipped:
+                    raise BackendUnavailable(skipped[backend])
+                if backend.startswith("torch"):
+                    if entry.detector is None:
+                        raise CaseSkipped("an .onnx file has no PyTorch model to time")
+                    device = _torch_device(backend)
+                    model = entry.detector.to(device)
+                    row["providers"] = [f"torch:{device}"]
+                    row.update(time_torch(model, hw, batch, runs, warmup, device))
+                    entry.detector.to("cpu")
+                else:
+                    path = entry.onnx_for(batch, onnx_dir, opset)
+                    row["onnx_bytes"] = path.stat().st_size
+                    session = _ort_session(path, backend, threads, trt_fp16)
+                    _check_static_shape(session, path, batch, hw)
+                    row["providers"] = session.get_providers()
+                    row.update(time_session(session, hw, batch, runs, warmup))
+                    del session
+            except CaseSkipped as e:
+                reason = str(e)
+                if isinstance(e, BackendUnavailable):
+                    skipped.setdefault(backend, reason)
+                row.update(status="skipped", reason=reason)
+                if (backend, reason) not in reported:
+                    reported.add((backend, reason))
+                    tqdm.write(f"skip {backend}: {reason}")
+            rows.append(row)
+    finally:
+        torch.set_num_threads(saved_threads)
+    if hasattr(os, "getloadavg"):
+        env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    _add_ratios(rows)
+    env["runs"], env["warmup"], env["trt_fp16"] = runs, warmup, trt_fp16
+
+    md = to_markdown(rows, env)
+    print(md)
+    _atomic_write(out_dir / "bench.md", md)
+    _atomic_write(out_dir / "bench.json", json.dumps({"environment": env, "rows": rows}, indent=2))
+    plot_latency_vs_macs(rows, out_dir / "latency_vs_macs.png")
+    if any(r["map50_95"] is not None and r["status"] == "ok" for r in rows):
+        plot_map_vs_latency(rows, out_dir / "map_vs_latency.png")
+    return rows
+
+
+def _check_static_shape(session, path: Path, batch: int, hw: tuple[int, int]) -> None:
+    shape = session.get_inputs()[0].shape
+    if isinstance(shape[0], int) and shape[0] != batch:
+        raise CaseSkipped(f"{path.name} was exported for a fixed batch {shape[0]}, not {batch} "
+                                 "(re-export with --dynamic)")
+    if all(isinstance(s, int) for s in shape[2:4]) and tuple(shape[2:4]) != tuple(hw):
+        raise CaseSkipped(f"{path.name} was exported for {shape[2]}x{shape[3]}, not {hw[0]}x{hw[1]}")
+
+
+def _evaluate_all(entries, eval_kwargs: dict, threads) -> None:
+    from yolo_prune.eval.coco import evaluate
+
+    from .ort import OrtDetector
+
+    for entry in entries:
+        model = OrtDetector(entry.weights, providers=None, threads=threads) if entry.is_onnx else entry.detector
+        result = evaluate(model, **eval_kwargs)
+        entry.map50_95, entry.map50 = _read_map(result)
+
+
+def _read_map(result) -> tuple[float | None, float | None]:
+    """mAP50-95 and mAP50 from the evaluator's result dict (a few spellings accepted)."""
+    if not isinstance(result, dict):
+        return None, None
+    m = next((result[k] for k in ("map50_95", "map", "mAP50-95", "map5095") if k in result), None)
+    m50 = next((result[k] for k in ("map50", "mAP50") if k in result), None)
+    return (None if m is None else float(m)), (None if m50 is None else float(m50))
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "ok" and r["macs"]:
+            groups.setdefault((r["backend"], r["batch"]), []).append(r)
+    for group in groups.values():
+        ref = max(group, key=lambda r: r["macs"])  # max() keeps the first of equals: the unpruned model listed first
+        for r in group:
+            r["reference"] = ref["model"]
+            r["macs_ratio"] = r["macs"] / ref["macs"]
+            r["latency_ratio"] = r["latency_ms_median"] / ref["latency_ms_median"]
+            r["ratio_gap"] = r["latency_ratio"] / r["macs_ratio"]
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def to_markdown(rows: list[dict], env: dict) -> str:
+    lines = [
+        f"Machine: {env['cpu']} ({env['cpu_count']} cores), GPU: {env['gpu'] or 'none'}; threads: "
+        f"{env['threads'] or 'default'}; load average at start {env.get('loadavg_start', '-')}, "
+        f"end {env.get('loadavg_end', '-')}",
+        f"Versions: torch {env['torch']}, onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, "
+        f"python {env['python']}; runs {env.get('runs')}, warmup {env.get('warmup')}; {env['date_utc']} UTC",
+        "",
+        "| model | backend | batch | imgsz | median ms | p90 ms | min ms | img/s | GMACs | params M | ONNX MB "
+        "| MACs ratio | latency ratio | gap | mAP50-95 | mAP50 | providers |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        lines.append(
+            f"| {r['model']} | {r['backend']} | {r['batch']} | {r['imgsz'][0]}x{r['imgsz'][1]} "
+            f"| {r['latency_ms_median']:.2f} | {r['latency_ms_p90']:.2f} | {r['latency_ms_min']:.2f} "
+            f"| {r['images_per_s']:.1f} | {_fmt(r['macs'] and r['macs'] / 1e9, '.3f')} "
+            f"| {_fmt(r['params'] and r['params'] / 1e6, '.3f')} | {_fmt(r['onnx_bytes'] and r['onnx_bytes'] / 1e6, '.2f')} "
+            f"| {_fmt(r.get('macs_ratio'), '.3f')} | {_fmt(r.get('latency_ratio'), '.3f')} "
+            f"| {_fmt(r.get('ratio_gap'), '.3f')} | {_fmt(r['map50_95'], '.4f')} | {_fmt(r['map50'], '.4f')} "
+            f"| {', '.join(p.replace('ExecutionProvider', '') for p in (r['providers'] or []))} |")
+    skipped = {}
+    for r in rows:
+        if r["status"] != "ok":
+            skipped.setdefault((r["backend"], r["reason"]), []).append(r["model"])
+    if skipped:
+        lines.append("")
+        for (backend, reason), models in skipped.items():
+            lines.append(f"- skipped {backend} ({', '.join(sorted(set(models)))}): {reason}")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
