@@ -728,11 +728,13 @@ def cfg_text_for(detector: DarknetDetector) -> str:
     with torch.device("meta"):
         rebuilt = build_darknet(text, source="written cfg")
     want, got = record_layers(detector.model), record_layers(rebuilt.model)
-    for name in sorted(set(want) | set(got)):
-        if want.get(name) != got.get(name):
-            raise ValueError(f"the written cfg does not reproduce layer '{name}': model has {want.get(name)}, the cfg "
-                             f"builds {got.get(name)}. Channels across a route with groups must stay divisible "
-                             "(equal halves) and every conv's input width must match what feeds it")
+    wrong = [name for name in list(want) + [n for n in got if n not in want] if want.get(name) != got.get(name)]
+    if wrong:
+        name = wrong[0]
+        raise ValueError(f"the written cfg does not reproduce layer 'model.{name}' ({len(wrong)} layer(s) differ): "
+                         f"the model has {want.get(name)}, the cfg builds {got.get(name)}. Channels across a route "
+                         "with groups must stay divisible (equal halves) and every conv's input width must match "
+                         "what feeds it")
     return text
 
 
