@@ -1,0 +1,333 @@
+"""Reading torch ``.pt`` files without letting them run code.
+
+A ``.pt`` file is a pickle: unpickling it can call any importable function (``os.system`` included). This module
+offers three tools:
+
+* ``pickle_globals(path)``: the "module.qualname" globals a file references, read from the pickle opcodes without
+  executing anything (used to tell ultralytics, legacy yolov5 and yolo_prune checkpoints apart).
+* ``safe_torch_load(path)``: ``torch.load(weights_only=True)`` (tensors and plain containers only) with clear
+  errors for missing, truncated or corrupt files.
+* ``allow_list_load(path, policy)``: ``torch.load`` through an Unpickler that resolves only the globals a policy
+  allows and refuses every other one with ``RefusedGlobal`` naming it. Policies exist for legacy yolov5
+  (``models.common.*`` / ``models.yolo.*`` mapped onto ``yolo_prune.models.yolov5_legacy``) and for ultralytics
+  (``ultralytics.nn.*`` module classes of the installed ultralytics).
+"""
+from __future__ import annotations
+
+import _compat_pickle
+import collections
+import enum
+import importlib
+import io
+import os
+import pathlib
+import pickle
+import pickletools
+import re
+import types
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["RefusedGlobal", "CorruptCheckpoint", "pickle_globals", "safe_torch_load", "allow_list_load", "is_allowed",
+           "base_policy", "yolov5_policy", "ultralytics_policy"]
+
+_EXPECTED = ("a torch.save() checkpoint (a zip archive holding data.pkl, or the legacy pickle format); "
+             "re-download or re-export the file")
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """The pickle asked for a global outside the allow-list; nothing was called."""
+
+
+class CorruptCheckpoint(ValueError):
+    """The file is empty, truncated or not a torch checkpoint."""
+
+
+# --------------------------------------------------------------------------------------------- listing globals
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+               "SHORT_BINSTRING"}
+_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def _scan_one_pickle(stream, found: set[str]) -> None:
+    """Add the globals of one pickle (up to its STOP) to ``found``. Nothing is executed."""
+    memo: dict = {}
+    recent: list = []  # last pushed values that may feed STACK_GLOBAL (strings, or None for anything else)
+    for op, arg, _pos in pickletools.genops(stream):
+        name = op.name
+        if name in ("GLOBAL", "INST"):
+            module, _, qual = str(arg).partition(" ")
+            found.add(f"{module}.{qual}")
+            recent.append(None)
+        elif name == "STACK_GLOBAL":
+            if len(recent) >= 2 and isinstance(recent[-2], str) and isinstance(recent[-1], str):
+                found.add(f"{recent[-2]}.{recent[-1]}")
+            else:
+                found.add("<unresolved STACK_GLOBAL>")
+            recent.append(None)
+        elif name in _STRING_OPS:
+            recent.append(arg if isinstance(arg, str) else arg.decode("latin-1", "replace"))
+        elif name in _PUT_OPS:
+            memo[arg] = recent[-1] if recent else None
+        elif name == "MEMOIZE":
+            memo[len(memo)] = recent[-1] if recent else None
+        elif name in _GET_OPS:
+            recent.append(memo.get(arg))
+        else:
+            recent.append(None)
+        if len(recent) > 8:
+            del recent[:-8]
+
+
+def _zip_pickle_name(zf: zipfile.ZipFile, path) -> str:
+    names = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
+    if not names:
+        raise CorruptCheckpoint(f"{path}: zip archive has no '<folder>/data.pkl'; expected {_EXPECTED}")
+    return names[0]
+
+
+def pickle_globals(path: str | os.PathLike) -> set[str]:
+    """The "module.qualname" globals referenced by a torch ``.pt`` file, found without executing anything."""
+    path = Path(path)
+    _check_readable(path)
+    found: set[str] = set()
+    if _starts_like_zip(path) and not zipfile.is_zipfile(path):
+        raise CorruptCheckpoint(f"{path}: truncated: a zip archive without its end (central directory missing); "
+                                f"expected {_EXPECTED}")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                _scan_one_pickle(io.BytesIO(zf.read(_zip_pickle_name(zf, path))), found)
+        else:
+            # legacy format: magic number, protocol, sys info, the object, storage keys (5 pickles), then raw data
+            with open(path, "rb") as f:
+                for _ in range(5):
+                    _scan_one_pickle(f, found)
+    except CorruptCheckpoint:
+        raise
+    except (ValueError, EOFError, zipfile.BadZipFile, KeyError, OSError) as e:
+        raise CorruptCheckpoint(f"{path}: cannot read its pickle ({type(e).__name__}: {e}); expected {_EXPECTED}") \
+            from e
+    return found
+
+
+# --------------------------------------------------------------------------------------------- loading
+def _check_readable(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found; supply a .pt checkpoint at this path")
+    if path.stat().st_size == 0:
+        raise CorruptCheckpoint(f"{path}: file is empty (0 bytes); expected {_EXPECTED}")
+
+
+def _starts_like_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _torch_load(path: Path, **kwargs):
+    _check_readable(path)
+    if _starts_like_zip(path) and not zipfile.is_zipfile(path):
+        raise CorruptCheckpoint(f"{path}: truncated: a zip archive without its end (central directory missing, "
+                                f"{path.stat().st_size} bytes); expected {_EXPECTED}")
+    if zipfile.is_zipfile(path):
+        # torch reports a truncated member deep inside its reader; check the archive's CRCs first
+        try:
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            raise CorruptCheckpoint(f"{path}: damaged zip archive ({e}); expected {_EXPECTED}") from e
+        if bad is not None:
+            raise CorruptCheckpoint(f"{path}: archive member '{bad}' is damaged (CRC mismatch); expected {_EXPECTED}")
+    try:
+        return torch.load(path, map_location="cpu", **kwargs)
+    except RefusedGlobal:
+        raise
+    except pickle.UnpicklingError as e:
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e)) if kwargs.get("weights_only") else None
+        if refused:
+            raise RefusedGlobal(f"{path}: refused global '{refused.group(1)}': weights-only loading accepts "
+                                "tensors and plain containers only (nothing was executed)") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CorruptCheckpoint(f"{path}: not a readable checkpoint pickle ({first}); expected {_EXPECTED}") from e
+    except (EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CorruptCheckpoint(f"{path}: file ends early or is not a checkpoint ({type(e).__name__}: {e}); "
+                                f"expected {_EXPECTED}") from e
+    except RuntimeError as e:
+        msg = str(e)
+        if any(s in msg for s in ("PytorchStreamReader", "zip archive", "invalid header", "magic number")):
+            raise CorruptCheckpoint(f"{path}: truncated or corrupt ({msg.splitlines()[0]}); expected {_EXPECTED}") \
+                from e
+        raise
+
+
+def safe_torch_load(path: str | os.PathLike):
+    """``torch.load(weights_only=True)``: tensors and plain containers only, with clear errors on bad files."""
+    return _torch_load(Path(path), weights_only=True)
+
+
+Policy = Callable[[str, str], object]
+
+
+def _py3_name(module: str, name: str) -> tuple[str, str]:
+    # protocol 2 pickles name builtins '__builtin__' (python 2 spelling); pickle maps them the same way
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def is_allowed(global_name: str, policy: Policy) -> bool:
+    """Whether a "module.qualname" from ``pickle_globals`` would be accepted by ``policy``."""
+    if "." not in global_name:
+        return False
+    module, name = _py3_name(*global_name.rsplit(".", 1))
+    if "Storage" in name and module in ("torch", "torch.cuda"):  # torch.load resolves these itself
+        return hasattr(torch, name)
+    return policy(module, name) is not None
+
+
+def _make_pickle_module(policy: Policy, source: str):
+    class AllowListUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            module, name = _py3_name(module, name)
+            obj = policy(module, name)
+            if obj is None:
+                raise RefusedGlobal(f"{source}: refused global '{module}.{name}': it is not on the allow-list of "
+                                    "model and tensor classes, so the file was not loaded (nothing was executed)")
+            return obj
+
+    def load(file, **kwargs):
+        return AllowListUnpickler(file, **kwargs).load()
+
+    mod = types.ModuleType("yolo_prune_allow_list_pickle")
+    mod.Unpickler = AllowListUnpickler
+    mod.load = load
+    mod.loads = lambda data, **kw: load(io.BytesIO(data), **kw)
+    return mod
+
+
+def allow_list_load(path: str | os.PathLike, policy: Policy):
+    """``torch.load`` whose unpickler resolves only what ``policy(module, name)`` returns (None = refuse)."""
+    path = Path(path)
+    return _torch_load(path, weights_only=False, pickle_module=_make_pickle_module(policy, str(path)))
+
+
+# --------------------------------------------------------------------------------------------- policies
+def _torch_allowed() -> dict:
+    try:  # torch's own weights_only allow-list: rebuild helpers, dtypes, storages, OrderedDict, set, ...
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed = dict(_get_allowed_globals())
+    except Exception:  # private API moved: fall back to what checkpoints actually use
+        from torch import _utils
+        allowed = {f"torch._utils.{n}": getattr(_utils, n) for n in
+                   ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state")}
+        allowed.update({"collections.OrderedDict": collections.OrderedDict, "builtins.set": set,
+                        "torch.Size": torch.Size, "torch.device": torch.device,
+                        "torch.nn.parameter.Parameter": nn.Parameter,
+                        "torch._tensor._rebuild_from_type_v2": torch._tensor._rebuild_from_type_v2})
+        for n in ("float16", "float32", "float64", "bfloat16", "int64", "int32", "uint8", "bool"):
+            allowed[f"torch.{n}"] = getattr(torch, n)
+    for bad in ("_codecs.encode",):  # only needed for bytes in protocol-2 pickles of numpy; keep the list minimal
+        allowed.pop(bad, None)
+    allowed.update({"builtins.frozenset": frozenset, "builtins.slice": slice, "builtins.range": range,
+                    "collections.defaultdict": collections.defaultdict})
+    return allowed
+
+
+def _numpy_allowed() -> dict:
+    try:
+        import numpy as np
+    except ImportError:
+        return {}
+    scalar = np.float64(0).__reduce__()[0]  # numpy's scalar rebuild helper (numpy 1 and 2 differ in path)
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    allowed = {"numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray}
+    for core in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[f"{core}.scalar"] = scalar
+        allowed[f"{core}._reconstruct"] = reconstruct
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        for n in dir(dtypes):
+            obj = getattr(dtypes, n)
+            if isinstance(obj, type) and issubclass(obj, np.dtype):
+                allowed[f"numpy.dtypes.{n}"] = obj
+    return allowed
+
+
+def _torch_nn_class(module: str, name: str):
+    """An nn.Module subclass defined under torch.nn.modules (layers carry no code that runs on unpickling)."""
+    if not (module == "torch.nn.modules" or module.startswith("torch.nn.modules.")):
+        return None
+    mod = _import_known(module)
+    obj = getattr(mod, name, None) if mod is not None else None
+    return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
+
+
+def _import_known(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+_BASE: dict | None = None
+
+
+def base_policy(module: str, name: str):
+    """Tensors, storages, dtypes, plain containers, numpy arrays/scalars and torch.nn layer classes."""
+    global _BASE
+    if _BASE is None:
+        _BASE = {**_torch_allowed(), **_numpy_allowed(),
+                 "pathlib.PosixPath": pathlib.PurePosixPath, "pathlib.WindowsPath": pathlib.PureWindowsPath,
+                 "pathlib._local.PosixPath": pathlib.PurePosixPath,
+                 "pathlib._local.WindowsPath": pathlib.PureWindowsPath}
+    obj = _BASE.get(f"{module}.{name}")
+    return obj if obj is not None else _torch_nn_class(module, name)
+
+
+def yolov5_policy(module: str, name: str):
+    """Legacy yolov5 checkpoints: models.common.* / models.yolo.* land on our own classes."""
+    if module in ("models.common", "models.yolo"):
+        from . import yolov5_legacy
+        return yolov5_legacy.PICKLE_CLASSES.get(name)
+    return base_policy(module, name)
+
+
+def _restricted_getattr(obj, name):
+    # ultralytics pickles a module's bound forward and enum members through getattr; allow only those
+    if isinstance(obj, type) and issubclass(obj, enum.Enum) and name in obj.__members__:
+        return obj[name]
+    if isinstance(obj, nn.Module) and name in {"forward", "forward_fuse"}:
+        return getattr(type(obj), name).__get__(obj)
+    raise RefusedGlobal(f"refused getattr({type(obj).__name__}, {name!r}): only a module's forward/forward_fuse "
+                        "or an enum member may be looked up")
+
+
+def ultralytics_policy(module: str, name: str):
+    """Ultralytics checkpoints: the installed ultralytics nn classes and the few data classes they pickle."""
+    if module.startswith("ultralytics.yolo.utils"):  # pre-8.0.44 module path
+        module = module.replace("ultralytics.yolo.utils", "ultralytics.utils", 1)
+    key = f"{module}.{name}"
+    if key in ("ultralytics.utils.IterableSimpleNamespace",):
+        from ultralytics.utils import IterableSimpleNamespace
+        return IterableSimpleNamespace
+    if key == "ultralytics.nn.modules.block.Silence":  # YOLOv9e, removed class
+        return nn.Identity
+    if key == "ultralytics.nn.tasks.YOLOv10DetectionModel":
+        from ultralytics.nn.tasks import DetectionModel
+        return DetectionModel
+    if key == "builtins.getattr":
+        return _restricted_getattr
+    if module.startswith("ultralytics.nn."):
+        mod = _import_known(module)
+        obj = getattr(mod, name, None) if mod is not None else None
+        return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
+    if module in ("ultralytics.utils.loss", "ultralytics.utils.tal"):  # a criterion pickled by older trainers
+        mod = _import_known(module)
+        obj = getattr(mod, name, None) if mod is not None else None
+        return obj if isinstance(obj, type) and obj.__module__ == module else None
+    return base_policy(module, name)

@@ -1,0 +1,304 @@
+"""Ultralytics detectors (YOLOv8 / YOLO11 / YOLOv5u ...): yaml builds, .pt loading and ultralytics-format saving.
+
+Everything is built offline from ultralytics' packaged model yamls (or the user's own yaml files); nothing is
+downloaded. ``.pt`` files are read through the allow-list unpickler, then the weights are loaded into a freshly
+built model (with the checkpoint's layer widths), so the Detector never holds objects that came out of a pickle.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from .detector import Detector
+
+__all__ = ["UltralyticsDetector", "load_yaml_model", "resolve_model_yaml", "build_ultralytics",
+           "load_ultralytics_pt", "save_ultralytics_pt"]
+
+
+class UltralyticsDetector(Detector):
+    """``.model`` is an ``ultralytics.nn.tasks.DetectionModel``; eval output is its decoded (B, N, 4 + nc)."""
+
+    family = "ultralytics"
+    head_type = "anchor_free"
+
+    def detect_head(self) -> nn.Module:
+        return self.model.model[-1]
+
+    def decode(self, raw) -> torch.Tensor:
+        # Detect returns (y, raw dict) in eval mode and y alone in export mode; y is (B, 4 + nc, N), xywh pixels
+        y = raw[0] if isinstance(raw, (tuple, list)) else raw
+        return y.transpose(1, 2)
+
+    def head_modules(self) -> list[str]:
+        """The last Conv2d of every box/class branch of Detect (one2one branches too) and the DFL conv."""
+        idx = len(self.model.model) - 1
+        head = self.detect_head()
+        names = []
+        for branch in ("cv2", "cv3", "one2one_cv2", "one2one_cv3", "cv4", "one2one_cv4"):
+            seqs = getattr(head, branch, None)
+            if not isinstance(seqs, nn.ModuleList):
+                continue
+            for j, seq in enumerate(seqs):
+                last = [n for n, m in seq.named_modules() if isinstance(m, nn.Conv2d)][-1]
+                names.append(f"model.model.{idx}.{branch}.{j}.{last}")
+        if isinstance(getattr(getattr(head, "dfl", None), "conv", None), nn.Conv2d):
+            names.append(f"model.model.{idx}.dfl.conv")
+        return names
+
+
+# ----------------------------------------------------------------------------------------------- yaml models
+def _packaged_cfg_dir() -> Path:
+    import ultralytics
+    return Path(ultralytics.__file__).parent / "cfg" / "models"
+
+
+def _guess_scale(stem: str) -> str:
+    m = re.search(r"yolo(e-)?v?\d+([nslmx])", stem)
+    return m.group(2) if m else ""
+
+
+def resolve_model_yaml(name_or_path: str | os.PathLike) -> dict:
+    """Model yaml dict with its ``scale`` resolved: a file on disk, or a packaged name like ``yolov8n.yaml``."""
+    p = Path(name_or_path)
+    if p.is_file():
+        try:
+            d = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid yaml ({e})") from e
+        if not isinstance(d, dict):
+            raise ValueError(f"{p}: expected a model yaml mapping, found {type(d).__name__}")
+        source = p
+    else:
+        if len(p.parts) > 1:
+            raise FileNotFoundError(f"{p}: model yaml not found; supply the file at this path or use a packaged "
+                                    "name such as yolov8n.yaml, yolo11n.yaml, yolov5nu.yaml")
+        name = p.name
+        if ("yolov5" in name or "yolov3" in name) and name.endswith("u.yaml"):
+            name = name[: -len("u.yaml")] + ".yaml"  # yolov5nu.yaml is the ultralytics yolov5n.yaml
+        unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", Path(name).stem) + p.suffix
+        root = _packaged_cfg_dir()
+        hits = sorted(root.rglob(name)) or sorted(root.rglob(unified))
+        if not hits:
+            raise FileNotFoundError(f"{p}: not a file and not a model yaml packaged with ultralytics "
+                                    f"(looked for {name} / {unified} under {root})")
+        source = hits[0]
+        d = yaml.safe_load(source.read_text())
+    d = dict(d)
+    scales = d.get("scales")
+    if scales and not d.get("scale"):
+        scale = _guess_scale(p.stem)
+        d["scale"] = scale if scale in scales else next(iter(scales))
+    d["yaml_file"] = str(p if not p.is_file() else source)
+    return d
+
+
+_TASK_HEADS = {"Detect", "v10Detect"}
+
+
+def _check_ultralytics_yaml(d: dict, source: str) -> None:
+    """Refuse yaml content that ultralytics would eval() or call: only nn.Module classes, literal activations."""
+    import ultralytics.nn.tasks as tasks
+
+    for key in ("backbone", "head"):
+        if not isinstance(d.get(key), list):
+            raise ValueError(f"{source}: model yaml field '{key}' expected a list of layers, found "
+                             f"{type(d.get(key)).__name__}")
+    if d.get("scale") and d.get("scales") and d["scale"] not in d["scales"]:
+        raise ValueError(f"{source}: field 'scale' expected one of {sorted(d['scales'])}, found {d['scale']!r}")
+    for i, row in enumerate(d["backbone"] + d["head"]):
+        if not isinstance(row, (list, tuple)) or len(row) != 4:
+            raise ValueError(f"{source}: layer {i} expected [from, number, module, args], found {row!r}")
+        name = str(row[2])
+        if name.startswith("nn."):
+            obj = getattr(nn, name[3:], None)
+        elif name.startswith("torchvision.ops."):
+            import torchvision
+            obj = getattr(torchvision.ops, name[16:], None)
+        else:
+            obj = getattr(tasks, name, None)
+        if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+            raise ValueError(f"{source}: layer {i}: module '{name}' is not an ultralytics or torch.nn layer class")
+    head = str(d["head"][-1][2]) if d["head"] else ""
+    if head not in _TASK_HEADS:
+        raise ValueError(f"{source}: last layer expected a detection head ({', '.join(sorted(_TASK_HEADS))}), "
+                         f"found '{head}'; only detection models are supported")
+    act = d.get("activation")
+    if act is not None:
+        try:
+            call = ast.parse(str(act).strip(), mode="eval").body
+            assert isinstance(call, ast.Call)
+            node, parts = call.func, []
+            while isinstance(node, ast.Attribute):
+                parts.append(node.attr)
+                node = node.value
+            assert isinstance(node, ast.Name) and parts[1:] + [node.id] in (["nn"], ["nn", "torch"])
+            assert issubclass(getattr(nn, parts[0]), nn.Module)
+            [ast.literal_eval(a) for a in call.args]
+            [ast.literal_eval(k.value) for k in call.keywords]
+        except Exception as e:
+            raise ValueError(f"{source}: field 'activation' expected nn.<Activation>(literal args), found {act!r}") \
+                from e
+
+
+def _default_args(extra: dict | None = None):
+    """Hyperparameter namespace ultralytics' losses read from ``model.args`` (box, cls, dfl gains ...)."""
+    from ultralytics.utils import DEFAULT_CFG_DICT, IterableSimpleNamespace
+
+    return IterableSimpleNamespace(**{**DEFAULT_CFG_DICT, **(extra or {})})
+
+
+def _names_dict(names, source: str):
+    if names is None:
+        return None
+    if isinstance(names, (list, tuple)):
+        return {i: str(n) for i, n in enumerate(names)}
+    if isinstance(names, dict):
+        try:
+            return {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: field 'names' expected integer class indices, found {list(names)[:5]}") \
+                from e
+    raise ValueError(f"{source}: field 'names' expected a list or dict, found {type(names).__name__}")
+
+
+def build_ultralytics(base: dict, nc: int | None = None, names=None, source: str = "") -> UltralyticsDetector:
+    """Build (random weights, offline) from an ultralytics model yaml dict that includes its ``scale``."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    source = source or "ultralytics yaml"
+    if not isinstance(base, dict):
+        raise ValueError(f"{source}: expected the model yaml as a dict, found {type(base).__name__}")
+    _check_ultralytics_yaml(base, source)
+    names = _names_dict(names, source)
+    if names is not None:
+        if nc is not None and nc != len(names):
+            raise ValueError(f"{source}: nc={nc} but {len(names)} class names were given")
+        nc = len(names)
+    cfg = copy.deepcopy(base)
+    cfg.pop("channels", None)
+    with torch.no_grad():  # the stride-probing forward inside needs no autograd graph
+        model = DetectionModel(cfg, ch=int(base.get("channels", 3)), nc=nc, verbose=False)
+    nc = model.yaml["nc"]
+    names = names or {i: str(i) for i in range(nc)}
+    model.names = dict(names)
+    model.args = _default_args()
+    if getattr(model.model[-1], "one2one_cv2", None) is not None:
+        model.end2end = False  # decode through the one-to-many branch: (B, N, 4 + nc) like every other head
+    spec = {"family": "ultralytics", "base": copy.deepcopy(model.yaml), "nc": nc, "names": dict(names)}
+    return UltralyticsDetector(model, names, [int(s) for s in model.stride.tolist()], None, spec)
+
+
+def load_yaml_model(name_or_path: str | os.PathLike, nc: int | None = None) -> Detector:
+    """``yolov8n.yaml``-style packaged names or yaml files; a yaml with ``anchors`` is a legacy yolov5 model."""
+    d = resolve_model_yaml(name_or_path)
+    if "anchors" in d:
+        from .yolov5_legacy import build_yolov5
+        return build_yolov5(d, nc=nc, source=str(name_or_path))
+    return build_ultralytics(d, nc=nc, source=str(name_or_path))
+
+
+# ----------------------------------------------------------------------------------------------- .pt files
+def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
+    """An ultralytics checkpoint (ema, else model) -> fresh fp32 UltralyticsDetector with its widths and weights."""
+    from .safe_pickle import allow_list_load, ultralytics_policy
+    from .spec import apply_layers, record_layers
+
+    path = Path(path)
+    ckpt = allow_list_load(path, ultralytics_policy)
+    if isinstance(ckpt, dict):
+        src = ckpt.get("ema") or ckpt.get("model")
+    else:
+        src = ckpt
+    if not isinstance(src, nn.Module) or not isinstance(getattr(src, "yaml", None), dict):
+        found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path}: expected an ultralytics checkpoint with an 'ema' or 'model' DetectionModel "
+                         f"(carrying its yaml), found {found}")
+    det = build_ultralytics(src.yaml, names=getattr(src, "names", None), source=str(path))
+    apply_layers(det.model, record_layers(src), source=str(path))  # pruned widths, if any
+    state = src.state_dict()
+    fresh = det.model.state_dict()
+    bad = [k for k in fresh if k not in state or state[k].shape != fresh[k].shape]
+    extra = [k for k in state if k not in fresh]
+    if bad or extra:
+        raise ValueError(f"{path}: weights do not match the architecture built from its yaml by the installed "
+                         f"ultralytics: missing/mismatched {bad[:5]}, unexpected {extra[:5]}")
+    det.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    train_args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
+    if isinstance(train_args, dict):
+        det.model.args = _default_args({k: v for k, v in train_args.items() if isinstance(k, str)})
+    return det.eval()
+
+
+def save_ultralytics_pt(detector: UltralyticsDetector, path: str | os.PathLike, half: bool = False,
+                        train_args: dict | None = None) -> Path:
+    """Write a checkpoint ``ultralytics.YOLO(path)`` opens for predict/val, pruned widths included.
+
+    The file pickles the ultralytics model classes (that is ultralytics' format) and nothing of ours; the write is
+    atomic and is checked to hold only globals our allow-list loader accepts.
+    """
+    import ultralytics
+
+    from .safe_pickle import is_allowed, pickle_globals, ultralytics_policy
+
+    if getattr(detector, "family", None) != "ultralytics":
+        raise ValueError(f"{path}: save_ultralytics_pt needs an ultralytics Detector, found family "
+                         f"{getattr(detector, 'family', type(detector).__name__)!r}")
+    path = Path(path)
+    model = copy.deepcopy(detector.model).cpu().eval()
+    for m in model.modules():  # hooks may hold our closures; they are not part of the model
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                     "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
+                     "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+                     "_load_state_dict_post_hooks"):
+            hooks = getattr(m, attr, None)
+            if hooks:
+                hooks.clear()
+    if hasattr(model, "criterion"):
+        model.criterion = None
+    model.names = dict(detector.names)
+    if half:
+        model.half()
+    args = dict(vars(model.args)) if hasattr(model, "args") and not isinstance(model.args, dict) else \
+        dict(getattr(model, "args", {}) or {})
+    args.update(train_args or {})
+    args["task"] = "detect"
+    model.args = _default_args(args)
+    ckpt = {
+        "date": datetime.now(timezone.utc).isoformat(),
+        "version": ultralytics.__version__,
+        "license": "AGPL-3.0 (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+        "epoch": -1,
+        "best_fitness": None,
+        "model": None,
+        "ema": model,
+        "updates": None,
+        "optimizer": None,
+        "train_args": {k: v for k, v in args.items() if isinstance(v, (str, int, float, bool, list, tuple,
+                                                                         type(None)))},
+        "train_metrics": {},
+        "train_results": {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(ckpt, tmp)
+        refused = sorted(g for g in pickle_globals(tmp) if not is_allowed(g, ultralytics_policy))
+        if refused:
+            raise ValueError(f"{path}: the model holds objects outside ultralytics/torch ({refused[:5]}); "
+                             "ultralytics could not load them safely, nothing was written")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
