@@ -424,3 +424,23 @@ def test_checkpoint_of_shrunk_model_rebuilds_from_spec():
     again = from_checkpoint(checkpoint_dict(det), source="test")
     assert again.family == "darknet" and again.names == det.names
     assert_same_outputs(det, again, torch.rand(1, 3, 64, 64))
+
+
+def test_pruned_by_engine_reloads_from_cfg_and_weights(tmp_path):
+    try:
+        from yolo_prune.prune import prune_model
+    except ImportError as e:
+        pytest.skip(f"pruning engine not available: {e}")
+    det = randomize(tiny(f1=32, f3=16, f8=32), 11)
+    report = prune_model(det, ratio=0.5, imgsz=64, trace_size=64, round_to=2)
+    widths = record_layers(det)
+    assert widths["model.layers.8.conv"]["out"] < 32
+    # the conv feeding the grouped route loses channels in both halves alike; the shortcut partner follows
+    half = widths["model.layers.1.conv"]["out"] // 2
+    assert half * 2 == widths["model.layers.1.conv"]["out"] < 32 and widths["model.layers.3.conv"]["out"] == half
+    assert report["params_after"] < report["params_before"]
+    write_cfg(det, tmp_path / "pruned.cfg")
+    write_weights(det, tmp_path / "pruned.weights")
+    again = load_darknet(tmp_path / "pruned.cfg", weights=tmp_path / "pruned.weights")
+    assert record_layers(again) == widths
+    assert_same_outputs(det, again, torch.rand(1, 3, 64, 64))
