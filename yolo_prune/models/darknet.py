@@ -592,7 +592,9 @@ def load_darknet(cfg_path, weights=None, nc: int | None = None) -> DarknetDetect
         head = tuple(n[len("model."):].rsplit(".", 1)[0] + "." for n in new.head_modules())
         state = {k: v for k, v in det.model.state_dict().items() if not k.startswith(head)}
         missing, unexpected = new.model.load_state_dict(state, strict=False)
-        assert not unexpected and all(k.startswith(head) for k in missing), (missing, unexpected)
+        if unexpected or not all(k.startswith(head) for k in missing):
+            raise RuntimeError(f"{p}: copying weights into the nc={nc} model left missing {missing[:5]}, "
+                               f"unexpected {unexpected[:5]} outside the [yolo] head convs")
     return new
 
 
