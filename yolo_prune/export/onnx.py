@@ -20,6 +20,7 @@ import contextlib
 import copy
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -142,14 +143,43 @@ def _dynamic_heads(model: nn.Module, dynamic: bool):
 
 
 def _explain_export_failure(e: Exception, source: str, opset: int) -> ExportError:
-    msg = str(e)
-    low = msg.lower()
-    if "opset" in low and ("not supported" in low or "unsupported" in low or "version" in low):
-        return ExportError(f"{source}: opset {opset} is too old for an operator in this model: {msg.strip()}. "
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith((" ", "%", "graph("))]
+    headline = next((ln for ln in lines if "Exporting the operator" in ln), lines[-1] if lines else "no message")
+    if "Support for this operator was added in version" in str(e):
+        return ExportError(f"{source}: opset {opset} is too old for an operator in this model: {headline.rstrip('.')}. "
                            f"Use a newer --opset (17 is the default and well supported by onnxruntime)")
-    return ExportError(f"{source}: torch.onnx could not trace this model ({type(e).__name__}: "
-                       f"{msg.strip().splitlines()[0] if msg.strip() else 'no message'}). The exporter needs a "
-                       "Detector whose eval forward returns one tensor (B, N, 4+nc) built from tensor ops only")
+    if "Exporting the operator" in headline:
+        return ExportError(f"{source}: the model uses an operator ONNX cannot express: {headline.rstrip('.')}. Replace it "
+                           "with standard tensor ops in the model's forward")
+    return ExportError(f"{source}: torch.onnx could not trace this model ({type(e).__name__}: {headline}). The "
+                       "exporter needs a Detector whose eval forward returns one tensor (B, N, 4+nc) built from "
+                       "tensor ops only")
+
+
+@contextlib.contextmanager
+def _exporter_output_to_devnull():
+    """The TorchScript exporter's C++ side dumps the whole IR graph on stdout when it fails; the exception
+    already says what went wrong."""
+    streams = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            streams.append((stream, stream.fileno()))
+        except (AttributeError, OSError, ValueError):  # replaced by an object without a file descriptor
+            pass
+    saved = []
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream, fd in streams:
+            stream.flush()
+            saved.append((stream, fd, os.dup(fd)))
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        for stream, fd, copy_fd in saved:
+            stream.flush()
+            os.dup2(copy_fd, fd)
+            os.close(copy_fd)
+        os.close(devnull)
 
 
 def diff_stats(ort_out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
@@ -315,7 +345,7 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with torch.no_grad(), _dynamic_heads(model, dynamic), _quiet_export():
+        with torch.no_grad(), _dynamic_heads(model, dynamic), _quiet_export(), _exporter_output_to_devnull():
             try:
                 torch.onnx.export(wrapped, (example_in,), str(tmp), dynamo=False, opset_version=opset,
                                   input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=dynamic_axes,
@@ -325,6 +355,10 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
             except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; all mean "cannot export"
                 raise _explain_export_failure(e, source, opset) from e
         proto = onnx.load(str(tmp))
+        if INPUT_NAME not in [i.name for i in proto.graph.input]:
+            raise ExportError(f"{source}: the traced graph does not depend on its input: the forward leaves torch "
+                              "(numpy, .item(), .tolist() round trips) so the tracer froze the outputs into "
+                              "constants; keep the whole eval forward in tensor ops")
         if simplify:
             proto = _slim(proto, source)
         _pin_output_dims(proto, None if dynamic else tuple(ref_outputs[0].shape), 4 + len(det.names))
@@ -340,17 +374,21 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
 
         session = make_session(tmp, providers=providers or (["cuda"] if torch_half else ["cpu"]))
         in_dtype = np.float16 if half else np.float32
-        checks = [(example, ref_outputs)]
-        if dynamic:  # a second shape proves the graph is really dynamic (grids rebuilt, no frozen sizes)
-            h2, w2 = hw[0] + max_stride, hw[1] + 2 * max_stride
-            ex2 = torch.rand(batch + 1, 3, h2, w2, generator=gen).to(dev)
-            with torch.no_grad(), _dynamic_heads(model, dynamic):
-                r2 = wrapped(ex2.half() if torch_half else ex2)
-            checks.append((ex2, r2 if isinstance(r2, tuple) else (r2,)))
+        # a second, unseen input catches values the tracer froze into constants (numpy/.item() round trips);
+        # with dynamic axes it also gets another batch and size, so frozen grids or shapes show up too
+        shape2 = (batch + 1, 3, hw[0] + max_stride, hw[1] + 2 * max_stride) if dynamic else (batch, 3, *hw)
+        ex2 = torch.rand(*shape2, generator=gen).to(dev)
+        with torch.no_grad(), _dynamic_heads(model, dynamic):
+            r2 = wrapped(ex2.half() if torch_half else ex2)
+        checks = [(example, ref_outputs), (ex2, r2 if isinstance(r2, tuple) else (r2,))]
         max_abs = max_rel = 0.0
         nms_counts = []
         for ex, refs in checks:
-            got = session.run(None, {INPUT_NAME: ex.cpu().numpy().astype(in_dtype)})
+            try:
+                got = session.run(None, {INPUT_NAME: ex.cpu().numpy().astype(in_dtype)})
+            except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
+                raise ExportError(f"{out}: onnxruntime failed to run the exported graph on an input of shape "
+                                  f"{tuple(ex.shape)}: {e}") from e
             ref0 = refs[0].float().cpu().numpy()
             if got[0].shape != ref0.shape:
                 raise ExportError(f"{out}: onnxruntime output shape {got[0].shape} differs from PyTorch "
