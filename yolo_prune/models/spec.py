@@ -6,7 +6,42 @@ before the weights are loaded, so a pruned model never depends on pickled classe
 """
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class CompensatedConv2d(nn.Conv2d):
+    """A Conv2d that also adds the contribution of removed, constant input channels.
+
+    ``compensation`` (out, 1, kh, kw) is Σ_j c_j · w[:, j] over the removed inputs j with constant value c_j.
+    Running it over a plane of ones with the conv's own stride/padding reproduces exactly what those channels
+    contributed, zero-padded borders included.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("compensation", torch.zeros(self.out_channels, 1, *self.kernel_size,
+                                                         device=self.weight.device, dtype=self.weight.dtype))
+
+    @classmethod
+    def from_conv(cls, m: nn.Conv2d) -> "CompensatedConv2d":
+        new = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+                  m.bias is not None, m.padding_mode, device="meta", dtype=m.weight.dtype).to_empty(
+                      device=m.weight.device)
+        new.weight.data.copy_(m.weight.detach())
+        new.weight.requires_grad_(m.weight.requires_grad)
+        if m.bias is not None:
+            new.bias.data.copy_(m.bias.detach())
+            new.bias.requires_grad_(m.bias.requires_grad)
+        new.compensation.zero_()
+        new.train(m.training)
+        return new
+
+    def forward(self, x):
+        ones = torch.ones_like(x[:1, :1])
+        return super().forward(x) + F.conv2d(ones, self.compensation, None, self.stride, self.padding,
+                                             self.dilation)
 
 
 def record_layers(model: nn.Module) -> dict:
@@ -14,20 +49,25 @@ def record_layers(model: nn.Module) -> dict:
     layers = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            layers[name] = {"type": "Conv2d", "in": m.in_channels, "out": m.out_channels, "groups": m.groups}
+            layers[name] = {"type": type(m).__name__ if isinstance(m, CompensatedConv2d) else "Conv2d", "in": m.in_channels, "out": m.out_channels, "groups": m.groups,
+                           "bias": m.bias is not None}
         elif isinstance(m, nn.BatchNorm2d):
             layers[name] = {"type": "BatchNorm2d", "num_features": m.num_features}
         elif isinstance(m, nn.Linear):
-            layers[name] = {"type": "Linear", "in": m.in_features, "out": m.out_features}
+            layers[name] = {"type": "Linear", "in": m.in_features, "out": m.out_features,
+                           "bias": m.bias is not None}
     return layers
 
 
-def resized_conv(m: nn.Conv2d, cin: int, cout: int, groups: int) -> nn.Conv2d:
-    new = nn.Conv2d(cin, cout, m.kernel_size, m.stride, m.padding, m.dilation, groups, m.bias is not None,
-                    m.padding_mode, device=m.weight.device, dtype=m.weight.dtype)
+def resized_conv(m: nn.Conv2d, cin: int, cout: int, groups: int, bias: bool | None = None) -> nn.Conv2d:
+    bias = m.bias is not None if bias is None else bias
+    # built on the meta device: the caller overwrites the weights, so skip the costly random init
+    cls = CompensatedConv2d if isinstance(m, CompensatedConv2d) else nn.Conv2d
+    new = cls(cin, cout, m.kernel_size, m.stride, m.padding, m.dilation, groups, bias,
+                    m.padding_mode, device="meta", dtype=m.weight.dtype).to_empty(device=m.weight.device)
     new.weight.requires_grad_(m.weight.requires_grad)
-    if m.bias is not None:
-        new.bias.requires_grad_(m.bias.requires_grad)
+    if new.bias is not None:
+        new.bias.requires_grad_(m.weight.requires_grad if m.bias is None else m.bias.requires_grad)
     return new
 
 
@@ -41,11 +81,12 @@ def resized_bn(m: nn.BatchNorm2d, n: int) -> nn.BatchNorm2d:
     return new
 
 
-def resized_linear(m: nn.Linear, fin: int, fout: int) -> nn.Linear:
-    new = nn.Linear(fin, fout, m.bias is not None, device=m.weight.device, dtype=m.weight.dtype)
+def resized_linear(m: nn.Linear, fin: int, fout: int, bias: bool | None = None) -> nn.Linear:
+    bias = m.bias is not None if bias is None else bias
+    new = nn.Linear(fin, fout, bias, device="meta", dtype=m.weight.dtype).to_empty(device=m.weight.device)
     new.weight.requires_grad_(m.weight.requires_grad)
-    if m.bias is not None:
-        new.bias.requires_grad_(m.bias.requires_grad)
+    if new.bias is not None:
+        new.bias.requires_grad_(m.weight.requires_grad if m.bias is None else m.bias.requires_grad)
     return new
 
 
@@ -66,22 +107,31 @@ def fix_module_attributes(model: nn.Module) -> None:
 
 
 def apply_layers(model: nn.Module, layers: dict, source: str = "spec") -> None:
-    """Swap in modules with the recorded shapes. Errors name the layer and what was expected vs found."""
+    """Swap in modules with the recorded shapes (their weights are uninitialised until a state_dict is loaded).
+
+    Errors name the layer and what was expected vs found.
+    """
     modules = dict(model.named_modules())
     for name, shape in layers.items():
         m = modules.get(name)
         if m is None:
             raise ValueError(f"{source}: layer '{name}' from the spec does not exist in the rebuilt model")
         kind = shape.get("type")
-        if kind == "Conv2d" and isinstance(m, nn.Conv2d):
-            if (m.in_channels, m.out_channels, m.groups) != (shape["in"], shape["out"], shape["groups"]):
-                set_module(model, name, resized_conv(m, shape["in"], shape["out"], shape["groups"]))
+        if kind in ("Conv2d", "CompensatedConv2d") and isinstance(m, nn.Conv2d):
+            bias = shape.get("bias", m.bias is not None)
+            if kind == "CompensatedConv2d" and not isinstance(m, CompensatedConv2d):
+                m = CompensatedConv2d.from_conv(m)
+                set_module(model, name, m)
+            if (m.in_channels, m.out_channels, m.groups, m.bias is not None) != \
+                    (shape["in"], shape["out"], shape["groups"], bias):
+                set_module(model, name, resized_conv(m, shape["in"], shape["out"], shape["groups"], bias))
         elif kind == "BatchNorm2d" and isinstance(m, nn.BatchNorm2d):
             if m.num_features != shape["num_features"]:
                 set_module(model, name, resized_bn(m, shape["num_features"]))
         elif kind == "Linear" and isinstance(m, nn.Linear):
-            if (m.in_features, m.out_features) != (shape["in"], shape["out"]):
-                set_module(model, name, resized_linear(m, shape["in"], shape["out"]))
+            bias = shape.get("bias", m.bias is not None)
+            if (m.in_features, m.out_features, m.bias is not None) != (shape["in"], shape["out"], bias):
+                set_module(model, name, resized_linear(m, shape["in"], shape["out"], bias))
         else:
             raise ValueError(f"{source}: layer '{name}' expected a {kind}, found {type(m).__name__}")
     fix_module_attributes(model)

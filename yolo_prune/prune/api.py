@@ -1,0 +1,135 @@
+"""prune_model: trace -> plan -> compensate -> surgery -> verify, in one call."""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import nn
+
+from ..eval.profile import profile
+from ..graph import trace
+from .compensate import MODES, compensation_constants, fold_constants
+from .plan import PlanError, agp_schedule, make_plan, resolve_names
+from .surgery import apply_plan
+
+
+def layer_widths(model: nn.Module) -> dict:
+    """{layer: [in, out]} of every Conv2d/Linear, {layer: [n, n]} of every BatchNorm2d."""
+    widths = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            widths[name] = [m.in_channels, m.out_channels]
+        elif isinstance(m, nn.Linear):
+            widths[name] = [m.in_features, m.out_features]
+        elif isinstance(m, nn.BatchNorm2d):
+            widths[name] = [m.num_features, m.num_features]
+    return widths
+
+
+def _outputs(model, x):
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if isinstance(out, dict):
+        out = torch.cat([v.flatten(1) for v in out.values() if isinstance(v, torch.Tensor)], 1)
+    return out.float()
+
+
+def output_difference(reference: torch.Tensor, other: torch.Tensor) -> dict:
+    """Max absolute difference and max difference relative to the reference's largest magnitude."""
+    diff = (reference - other).abs().max().item()
+    scale = reference.abs().max().item()
+    return {"max_abs_diff": diff, "max_rel_diff": diff / scale if scale > 0 else diff}
+
+
+def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str = "bn", local: bool = False,
+                threshold: float | None = None, target_macs: float | None = None, round_to: int = 8,
+                min_keep: float = 0.1, ignore=(), overrides=None, imgsz: int = 640, trace_size: int = 64,
+                compensate: str | bool = "bias", example: torch.Tensor | None = None, grad_fn=None, seed: int = 0,
+                verify: bool = True, profile_size: int | None = None) -> dict:
+    """Prune ``model`` in place (physically smaller layers) and return a report.
+
+    ``grad_fn(model)`` must populate gradients for the ``taylor`` criterion (a few batches of real data).
+    ``overrides``: [(glob, ratio or None)] per-layer local ratios / exclusions.
+    """
+    t0 = time.perf_counter()
+    compensate = {True: "bias", False: "off", None: "off"}.get(compensate, compensate)
+    if compensate not in MODES:
+        raise PlanError(f"compensate: expected one of {', '.join(MODES)}, found {compensate!r}")
+    names = [n for n, _ in model.named_modules() if n]
+    ignored = resolve_names(ignore, names, "--ignore")
+    if overrides:
+        resolve_names([p for p, _ in overrides], names, "--config")
+    g = torch.Generator().manual_seed(seed)
+    if example is None:
+        example = torch.rand(1, 3, trace_size, trace_size, generator=g)
+    ref_param = next(model.parameters())
+    example = example.to(ref_param.device, ref_param.dtype)
+    prof_size = profile_size or imgsz
+    before = profile(model, prof_size)
+    widths_before = layer_widths(model)
+    reference = copy.deepcopy(model) if verify else None
+
+    t_graph = time.perf_counter()
+    graph = trace(model, example=example, ignore=ignored)
+    t_plan = time.perf_counter()
+    if criterion == "taylor":
+        if grad_fn is None:
+            raise PlanError("criterion taylor needs gradients from real data: pass --data (grad_fn)")
+        model.zero_grad(set_to_none=True)
+        grad_fn(model)
+    plan = make_plan(graph, ratio=ratio, criterion=criterion, local=local, threshold=threshold,
+                     target_macs=target_macs, round_to=round_to, min_keep=min_keep, overrides=overrides, seed=seed)
+    if plan.removed_channels == 0:
+        raise PlanError("the plan removes no channel (ratio/threshold too small for the width constraints "
+                        f"round_to={round_to}, min_keep={min_keep:.0%})")
+    t_surgery = time.perf_counter()
+    if compensate != "off":
+        fold_constants(model, graph, compensation_constants(model, graph, plan, example), mode=compensate)
+    apply_plan(model, graph, plan)
+    t_done = time.perf_counter()
+    if criterion == "taylor":
+        model.zero_grad(set_to_none=True)
+
+    after = profile(model, prof_size)
+    report = {
+        "criterion": criterion, "ratio": ratio, "local": local, "threshold": threshold, "target_macs": target_macs,
+        "round_to": round_to, "min_keep": min_keep, "compensate": compensate, "ignore": sorted(ignored),
+        "imgsz": prof_size, "groups": len(graph.groups),
+        "prunable_channels": sum(gr.width for gr in graph.groups), "removed_channels": plan.removed_channels,
+        "macs_before": before["macs"], "macs_after": after["macs"], "params_before": before["params"],
+        "params_after": after["params"], "macs_ratio": after["macs"] / before["macs"],
+        "widths_before": widths_before, "widths_after": layer_widths(model),
+        "not_run_layers": graph.not_run, "fixed_reasons": graph.fixed_reasons,
+        "seconds": {"graph": t_plan - t_graph, "plan": t_surgery - t_plan, "surgery": t_done - t_surgery,
+                    "total": t_done - t0},
+    }
+    if verify:
+        x = torch.rand(1, 3, trace_size * 2, trace_size * 2, generator=g).to(ref_param.device, ref_param.dtype)
+        report["verification"] = {"input": list(x.shape),
+                                  **output_difference(_outputs(reference, x), _outputs(model, x))}
+    return report
+
+
+def prune_iteratively(model: nn.Module, ratio: float, steps: int, between_steps=None, **kwargs) -> list[dict]:
+    """Prune toward ``ratio`` of the ORIGINAL prunable channels in ``steps`` AGP steps.
+
+    ``between_steps(model, step, report)`` runs after each step (e.g. a fine-tuning epoch).
+    """
+    total = sum(gr.width for gr in trace(model, imgsz=kwargs.get("trace_size", 64)).groups)
+    reports = []
+    for step, cumulative in enumerate(agp_schedule(ratio, steps)):
+        remaining = sum(gr.width for gr in trace(model, imgsz=kwargs.get("trace_size", 64)).groups)
+        removed_so_far = total - remaining
+        step_ratio = max(0.0, (cumulative * total - removed_so_far) / max(remaining, 1))
+        if step_ratio <= 0:
+            continue
+        rep = prune_model(model, min(step_ratio, 0.99), **kwargs)
+        rep["step"], rep["cumulative_target"] = step + 1, cumulative
+        reports.append(rep)
+        if between_steps is not None:
+            between_steps(model, step + 1, rep)
+    return reports

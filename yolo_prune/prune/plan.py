@@ -1,0 +1,191 @@
+"""Selection: which channels of which group go, under ratio/threshold/target-MACs and width constraints."""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from ..graph import DependencyGraph
+from .importance import group_scores
+
+
+class PlanError(ValueError):
+    """The requested pruning cannot be planned (bad ratio, unreachable target, nothing prunable...)."""
+
+
+@dataclass
+class PruningPlan:
+    """Positions to remove per group id, plus the numbers that explain the choice."""
+    remove: dict = field(default_factory=dict)  # gid -> sorted list of positions
+    criterion: str = "bn"
+    ratio: float | None = None
+    threshold: float | None = None
+    target_macs: float | None = None
+    round_to: int = 8
+    macs_ratio_estimate: float = 1.0
+
+    @property
+    def removed_channels(self) -> int:
+        return sum(len(v) for v in self.remove.values())
+
+
+def resolve_names(patterns, module_names: list[str], what: str = "--ignore") -> set[str]:
+    """Expand exact names / globs; an unknown name errors with near matches."""
+    found = set()
+    for pat in patterns or ():
+        hits = fnmatch.filter(module_names, pat) if any(c in pat for c in "*?[") else \
+            [n for n in module_names if n == pat or n.startswith(pat + ".")]
+        if not hits:
+            near = difflib.get_close_matches(pat, module_names, n=5, cutoff=0.5)
+            hint = f"; did you mean: {', '.join(near)}" if near else ""
+            raise PlanError(f"{what}: no layer named '{pat}' in the model{hint}")
+        found.update(hits)
+    return found
+
+
+def _min_keep(width: int, round_to: int, min_keep_frac: float) -> int:
+    floor = max(round_to, math.ceil(min_keep_frac * width))
+    floor = math.ceil(floor / round_to) * round_to
+    return min(width, floor)
+
+
+def _round_kept(width: int, kept: int, round_to: int) -> int:
+    if round_to <= 1:
+        return kept
+    return min(width, math.ceil(kept / round_to) * round_to)
+
+
+class MacsModel:
+    """MACs of the traced model as a function of per-group removal counts (exact at the trace size)."""
+
+    def __init__(self, graph: DependencyGraph, modules: dict):
+        self.base = {}
+        for name, info in graph.conv_info.items():
+            m = modules[name]
+            if isinstance(m, nn.Conv2d):
+                area = math.prod(info.out_hw) if info.out_hw else 1
+                self.base[name] = ("conv", area * info.kernel, m.in_channels, m.out_channels, m.groups)
+            elif isinstance(m, nn.Linear):
+                self.base[name] = ("linear", 1, m.in_features, m.out_features, 1)
+        # per group: (module, role) -> positions per channel
+        self.effects = [[(mod, role, n) for mod, role, n in g.signature] for g in graph.groups]
+
+    def macs(self, counts: dict | None = None) -> int:
+        rm_in, rm_out = {}, {}
+        for gid, r in (counts or {}).items():
+            for mod, role, n in self.effects[gid]:
+                if role in ("out", "lin_out", "dw"):
+                    rm_out[mod] = rm_out.get(mod, 0) + r * n
+                if role in ("in", "lin_in", "dw"):
+                    rm_in[mod] = rm_in.get(mod, 0) + r * n
+        total = 0
+        for name, (kind, spatial, cin, cout, groups) in self.base.items():
+            ci, co = cin - rm_in.get(name, 0), cout - rm_out.get(name, 0)
+            if kind == "conv" and groups > 1 and groups == cin == cout:
+                total += spatial * co
+            else:
+                total += spatial * (ci // groups) * co
+        return total
+
+
+def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: str = "bn", local: bool = False,
+              threshold: float | None = None, target_macs: float | None = None, round_to: int = 8,
+              min_keep: float = 0.1, overrides: list | None = None, seed: int = 0) -> PruningPlan:
+    """Choose channels to remove.
+
+    Exactly one of ``ratio`` (fraction of prunable channels; global unless ``local``), ``threshold`` (remove
+    channels scoring below it, |gamma| for ``bn``) or ``target_macs`` (fraction of the original MACs) is used.
+    ``overrides``: [(glob, ratio_or_None)] per-layer local ratios (None = exclude), NNI config_list style.
+    """
+    chosen = [x is not None for x in (ratio, threshold, target_macs)]
+    if sum(chosen) != 1:
+        raise PlanError("give exactly one of ratio, threshold or target_macs")
+    if ratio is not None and not 0 <= ratio < 1:
+        raise PlanError(f"ratio: expected 0 <= ratio < 1, found {ratio}")
+    if target_macs is not None and not 0 < target_macs <= 1:
+        raise PlanError(f"target_macs: expected 0 < F <= 1 (a fraction of the original MACs), found {target_macs}")
+    if round_to < 1:
+        raise PlanError(f"round_to: expected >= 1, found {round_to}")
+    if not graph.groups:
+        raise PlanError("the model has no prunable channel group (every channel is fixed by the head, the input, "
+                        "ignored layers or ops the tracer cannot follow)")
+    modules = dict(graph.model.named_modules())
+    rng = np.random.default_rng(seed)
+    scores = [group_scores(g, modules, criterion, rng) for g in graph.groups]
+    if criterion != "bn":  # layer scales differ: compare channels relative to their group's mean
+        scores = [s / (s.mean() + 1e-12) for s in scores]
+    floors = [_min_keep(g.width, round_to, min_keep) for g in graph.groups]
+    order = [np.argsort(s, kind="stable") for s in scores]
+
+    local_ratio: dict[int, float | None] = {}
+    for pat, r in overrides or ():
+        for g in graph.groups:
+            if any(fnmatch.fnmatch(m, pat) or m == pat for m in g.modules()):
+                local_ratio[g.gid] = r
+
+    def counts_at(tau: float | None, frac: float | None) -> dict:
+        counts = {}
+        for g, s, fl in zip(graph.groups, scores, floors):
+            if g.gid in local_ratio:
+                r_local = local_ratio[g.gid]
+                want = 0 if r_local is None else int(r_local * g.width)
+            elif frac is not None:
+                want = int(frac * g.width)
+            else:
+                want = int((s < tau).sum())
+            want = min(want, g.width - fl)
+            kept = _round_kept(g.width, g.width - want, round_to)
+            counts[g.gid] = g.width - kept
+        return counts
+
+    macs_model = MacsModel(graph, modules)
+    base_macs = macs_model.macs()
+    total = sum(g.width for g in graph.groups)
+
+    if threshold is not None:
+        counts = counts_at(threshold, None)
+    elif ratio is not None and local:
+        counts = counts_at(None, ratio)
+    else:
+        all_scores = np.unique(np.concatenate(scores))
+        cand = np.append(all_scores, all_scores[-1] + 1.0)
+
+        def ok(i):
+            c = counts_at(float(cand[i]), None)
+            if ratio is not None:
+                return sum(c.values()) >= ratio * total - 1e-9
+            return macs_model.macs(c) <= target_macs * base_macs
+        lo, hi = 0, len(cand) - 1
+        if not ok(hi):
+            best = counts_at(float(cand[hi]), None)
+            got = macs_model.macs(best) / base_macs if base_macs else 1.0
+            what = f"ratio {ratio}" if ratio is not None else f"target MACs {target_macs}"
+            raise PlanError(f"{what} is unreachable: with the per-layer floor (keep >= max(round_to={round_to}, "
+                            f"{min_keep:.0%})) at most {sum(best.values())}/{total} channels can go "
+                            f"(MACs {got:.3f}x)")
+        while lo < hi:  # smallest threshold that meets the target
+            mid = (lo + hi) // 2
+            if ok(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        counts = counts_at(float(cand[lo]), None)
+
+    remove = {}
+    for g, o in zip(graph.groups, order):
+        r = counts.get(g.gid, 0)
+        if r > 0:
+            remove[g.gid] = sorted(int(i) for i in o[:r])
+    est = macs_model.macs(counts) / base_macs if base_macs else 1.0
+    return PruningPlan(remove, criterion, ratio, threshold, target_macs, round_to, est)
+
+
+def agp_schedule(final_ratio: float, steps: int, initial: float = 0.0) -> list[float]:
+    """Cumulative ratios for iterative pruning (Zhu & Gupta's AGP cubic schedule)."""
+    if steps < 1:
+        raise PlanError(f"steps: expected >= 1, found {steps}")
+    return [final_ratio + (initial - final_ratio) * (1 - t / steps) ** 3 for t in range(1, steps + 1)]
