@@ -198,12 +198,13 @@ def build_ultralytics(base: dict, nc: int | None = None, names=None, source: str
 
 
 def load_yaml_model(name_or_path: str | os.PathLike, nc: int | None = None) -> Detector:
-    """``yolov8n.yaml``-style packaged names or yaml files; a yaml with ``anchors`` is a legacy yolov5 model."""
+    """``yolov8n.yaml``-style packaged names or yaml files (random weights, eval mode); a yaml with ``anchors`` is
+    a legacy yolov5 model."""
     d = resolve_model_yaml(name_or_path)
     if "anchors" in d:
         from .yolov5_legacy import build_yolov5
-        return build_yolov5(d, nc=nc, source=str(name_or_path))
-    return build_ultralytics(d, nc=nc, source=str(name_or_path))
+        return build_yolov5(d, nc=nc, source=str(name_or_path)).eval()
+    return build_ultralytics(d, nc=nc, source=str(name_or_path)).eval()
 
 
 # ----------------------------------------------------------------------------------------------- .pt files
