@@ -120,9 +120,11 @@ def time_session(session, imgsz: tuple[int, int], batch: int, runs: int, warmup:
 class _Entry:
     """One model of the benchmark: a PyTorch Detector and/or an ONNX file, with its MACs/params per image."""
 
-    def __init__(self, weights: str, label: str, imgsz: tuple[int, int]):
-        self.weights, self.label, self.imgsz = str(weights), label, imgsz
-        self.is_onnx = str(weights).lower().endswith(".onnx")
+    def __init__(self, weights, label: str, imgsz: tuple[int, int]):
+        in_memory = isinstance(weights, torch.nn.Module)
+        self.weights = getattr(weights, "source", f"<in-memory {label}>") if in_memory else str(weights)
+        self.label, self.imgsz = label, imgsz
+        self.is_onnx = not in_memory and str(weights).lower().endswith(".onnx")
         self.detector = None
         self.onnx_files: dict[int, Path] = {}
         self.macs = self.params = None
@@ -142,7 +144,7 @@ class _Entry:
             from yolo_prune.eval import profile
             from yolo_prune.models import load
 
-            self.detector = load(weights).eval()
+            self.detector = (weights if in_memory else load(weights)).eval()
             prof = profile(self.detector, imgsz)
             self.macs, self.params = prof["macs"], prof["params"]
 
@@ -160,16 +162,21 @@ class _Entry:
 
 
 def _labels(weights: list) -> list[str]:
-    labels, seen = [], {}
+    """Short unique names: the file stem, prefixed by its folder (or numbered) when two stems collide."""
+    labels: list[str] = []
     for w in weights:
-        p = Path(str(w))
-        base = p.stem if p.suffix else p.name
-        if base in seen:
-            seen[base] += 1
-            base = f"{p.parent.name}_{base}" if p.parent.name and f"{p.parent.name}_{base}" not in seen \
-                else f"{base}_{seen[base]}"
-        seen.setdefault(base, 0)
-        labels.append(base)
+        if isinstance(w, torch.nn.Module):
+            base, parent = str(getattr(w, "label", type(w).__name__)), ""
+        else:
+            p = Path(str(w))
+            base, parent = (p.stem if p.suffix else p.name), p.parent.name
+        label = base
+        if label in labels and parent and f"{parent}_{base}" not in labels:
+            label = f"{parent}_{base}"
+        n = 2
+        while label in labels:
+            label, n = f"{base}_{n}", n + 1
+        labels.append(label)
     return labels
 
 
@@ -205,8 +212,8 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
                   trt_fp16: bool = True, opset: int = 17) -> list[dict]:
     """Time every model x backend x batch; write ``out/bench.md``, ``out/bench.json`` and PNG plots.
 
-    ``weights``: checkpoints/yaml/cfg (anything ``yolo_prune.models.load`` reads) and/or exported ``.onnx``
-    files. ``threads``: fixes torch's and onnxruntime's intra-op threads (None = library defaults; set it for
+    ``weights``: checkpoints/yaml/cfg (anything ``yolo_prune.models.load`` reads), exported ``.onnx`` files
+    and/or in-memory Detectors (labelled by their ``label`` attribute, else the class name). ``threads``: fixes torch's and onnxruntime's intra-op threads (None = library defaults; set it for
     reproducible CPU numbers). ``eval_kwargs``: when given, each model's mAP is measured once with
     ``yolo_prune.eval.coco.evaluate(model, **eval_kwargs)`` (the ONNX file through ``OrtDetector``).
     Returns the rows (one dict per model x backend x batch; skipped ones carry ``status="skipped"`` and
