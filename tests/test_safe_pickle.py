@@ -140,3 +140,48 @@ def test_missing_file_says_what_to_supply(tmp_path):
 def test_safe_torch_load_reads_good_file(good_pt):
     ck = safe_torch_load(good_pt)
     assert ck["w"].shape == (64, 64) and ck["names"] == {0: "a"}
+
+
+class _CallsClass:
+    """Unpickling this would *call* an allowed class (its constructor) instead of restoring an instance."""
+
+    def __init__(self, cls, args):
+        self.cls, self.args = cls, args
+
+    def __reduce__(self):
+        return self.cls, self.args
+
+
+def test_allowed_classes_are_never_called(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    # legacy yolov5: a file that calls models.common.Conv(...) rather than restoring a pickled Conv
+    fake = types.ModuleType("models.common")
+
+    class Conv:
+        pass
+
+    Conv.__module__, Conv.__qualname__ = "models.common", "Conv"
+    fake.Conv = Conv
+    monkeypatch.setitem(sys.modules, "models", types.ModuleType("models"))
+    monkeypatch.setitem(sys.modules, "models.common", fake)
+    p = tmp_path / "calls_conv.pt"
+    torch.save({"model": _CallsClass(Conv, (3, 16))}, p)
+    monkeypatch.delitem(sys.modules, "models.common")
+    with pytest.raises(RefusedGlobal, match=r"refused call of '.*Conv'"):
+        allow_list_load(p, yolov5_policy)
+
+    # ultralytics: constructing DetectionModel from a path would read (or download) a yaml; must be refused
+    from ultralytics.nn.tasks import DetectionModel
+    p2 = tmp_path / "calls_model.pt"
+    torch.save({"ema": _CallsClass(DetectionModel, (str(tmp_path / "evil.yaml"),))}, p2)
+    with pytest.raises(RefusedGlobal, match=r"refused call of 'ultralytics\.nn\.tasks\.DetectionModel'"):
+        allow_list_load(p2, ultralytics_policy)
+
+    # torch's _rebuild_from_type_v2 would call its first argument: it must not reach a class either
+    p3 = tmp_path / "rebuild_trick.pt"
+    torch.save({"x": _CallsClass(torch._tensor._rebuild_from_type_v2,
+                                 (DetectionModel, torch.Tensor, (str(tmp_path / "evil.yaml"),), {}))}, p3)
+    with pytest.raises(RefusedGlobal, match="_rebuild_from_type_v2"):
+        allow_list_load(p3, ultralytics_policy)

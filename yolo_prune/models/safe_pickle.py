@@ -190,15 +190,77 @@ def is_allowed(global_name: str, policy: Policy) -> bool:
     return policy(module, name) is not None
 
 
+def _is_class_like(obj) -> bool:
+    return isinstance(obj, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+                            types.MethodType))
+
+
 def _make_pickle_module(policy: Policy, source: str):
-    class AllowListUnpickler(pickle.Unpickler):
+    """A pickle-module stand-in for torch.load whose Unpickler only resolves allowed globals.
+
+    Resolving a class is not enough: REDUCE/INST/OBJ opcodes would *call* it (a module class's constructor can
+    read files or download), so calls are limited to ``_SAFE_CALLS`` (tensor rebuild helpers, containers) and
+    classes are only ever rebuilt the way pickle restores instances: ``cls.__new__`` then ``__setstate__``.
+    The pure-Python Unpickler is used because its opcode table can be overridden.
+    """
+
+    def refuse(what: str):
+        raise RefusedGlobal(f"{source}: {what}, so the file was not loaded (nothing was executed)")
+
+    class AllowListUnpickler(pickle._Unpickler):
+        dispatch = dict(pickle._Unpickler.dispatch)
+
         def find_class(self, module, name):
             module, name = _py3_name(module, name)
             obj = policy(module, name)
             if obj is None:
-                raise RefusedGlobal(f"{source}: refused global '{module}.{name}': it is not on the allow-list of "
-                                    "model and tensor classes, so the file was not loaded (nothing was executed)")
+                refuse(f"refused global '{module}.{name}': it is not on the allow-list of model and tensor classes")
             return obj
+
+        def _check_call(self, func):
+            if not _safe_call(func):
+                refuse(f"refused call of '{_qualname(func)}': only tensor rebuild helpers and plain containers may "
+                       "be called while loading")
+
+        def load_reduce(self):
+            args = self.stack.pop()
+            self._check_call(self.stack[-1])
+            self.stack[-1] = self.stack[-1](*args)
+
+        def load_inst(self):
+            refuse("refused INST opcode (protocol-0 object construction)")
+
+        def load_obj(self):
+            refuse("refused OBJ opcode (protocol-1 object construction)")
+
+        def load_newobj(self):
+            args = self.stack.pop()
+            cls = self.stack.pop()
+            if not isinstance(cls, type) or cls.__new__ not in (object.__new__, dict.__new__, set.__new__) and \
+                    not _safe_call(cls):
+                refuse(f"refused NEWOBJ of '{_qualname(cls)}': its __new__ is not the plain object allocator")
+            self.append(cls.__new__(cls, *args))
+
+        def load_newobj_ex(self):
+            refuse("refused NEWOBJ_EX opcode (keyword construction is never used by torch.save)")
+
+        def load_build(self):
+            if _is_class_like(self.stack[-2]):
+                refuse(f"refused BUILD on '{_qualname(self.stack[-2])}': state may only be set on instances")
+            super().load_build()
+
+        def load(self):
+            try:
+                return super().load()
+            except KeyError as e:  # the pure-Python unpickler reports an unknown opcode as a KeyError
+                raise pickle.UnpicklingError(f"invalid pickle opcode or reference {e}") from e
+
+        dispatch[pickle.REDUCE[0]] = load_reduce
+        dispatch[pickle.INST[0]] = load_inst
+        dispatch[pickle.OBJ[0]] = load_obj
+        dispatch[pickle.NEWOBJ[0]] = load_newobj
+        dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+        dispatch[pickle.BUILD[0]] = load_build
 
     def load(file, **kwargs):
         return AllowListUnpickler(file, **kwargs).load()
@@ -210,6 +272,10 @@ def _make_pickle_module(policy: Policy, source: str):
     return mod
 
 
+def _qualname(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
 def allow_list_load(path: str | os.PathLike, policy: Policy):
     """``torch.load`` whose unpickler resolves only what ``policy(module, name)`` returns (None = refuse)."""
     path = Path(path)
@@ -217,24 +283,36 @@ def allow_list_load(path: str | os.PathLike, policy: Policy):
 
 
 # --------------------------------------------------------------------------------------------- policies
+def _rebuild_from_type_v2_checked(func, new_type, args, state):
+    # torch's helper calls func(*args); only let it call another allowed rebuild helper, for a Tensor subclass
+    if not (_safe_call(func) and not isinstance(func, type)) or not (isinstance(new_type, type) and
+                                                                       issubclass(new_type, torch.Tensor)):
+        raise RefusedGlobal(f"refused _rebuild_from_type_v2({_qualname(func)}, {_qualname(new_type)})")
+    return torch._tensor._rebuild_from_type_v2(func, new_type, args, state)
+
+
 def _torch_allowed() -> dict:
-    try:  # torch's own weights_only allow-list: rebuild helpers, dtypes, storages, OrderedDict, set, ...
-        from torch._weights_only_unpickler import _get_allowed_globals
-        allowed = dict(_get_allowed_globals())
-    except Exception:  # private API moved: fall back to what checkpoints actually use
-        from torch import _utils
-        allowed = {f"torch._utils.{n}": getattr(_utils, n) for n in
-                   ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state")}
-        allowed.update({"collections.OrderedDict": collections.OrderedDict, "builtins.set": set,
-                        "torch.Size": torch.Size, "torch.device": torch.device,
-                        "torch.nn.parameter.Parameter": nn.Parameter,
-                        "torch._tensor._rebuild_from_type_v2": torch._tensor._rebuild_from_type_v2})
-        for n in ("float16", "float32", "float64", "bfloat16", "int64", "int32", "uint8", "bool"):
-            allowed[f"torch.{n}"] = getattr(torch, n)
-    for bad in ("_codecs.encode",):  # only needed for bytes in protocol-2 pickles of numpy; keep the list minimal
-        allowed.pop(bad, None)
-    allowed.update({"builtins.frozenset": frozenset, "builtins.slice": slice, "builtins.range": range,
-                    "collections.defaultdict": collections.defaultdict})
+    """Tensor/storage rebuild helpers, dtypes and plain containers: what torch.save writes for tensors."""
+    from torch import _utils
+
+    allowed = {f"torch._utils.{n}": getattr(_utils, n) for n in
+               ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+                "_rebuild_parameter_with_state") if hasattr(_utils, n)}
+    allowed["torch._tensor._rebuild_from_type_v2"] = _rebuild_from_type_v2_checked
+    allowed.update({"collections.OrderedDict": collections.OrderedDict, "builtins.set": set,
+                    "builtins.frozenset": frozenset, "builtins.slice": slice, "builtins.range": range,
+                    "builtins.complex": complex, "builtins.bytearray": bytearray,
+                    "collections.Counter": collections.Counter,
+                    "torch.Size": torch.Size, "torch.device": torch.device, "torch.Tensor": torch.Tensor,
+                    "torch.nn.parameter.Parameter": nn.Parameter,
+                    "torch.storage.TypedStorage": torch.storage.TypedStorage,
+                    "torch.storage.UntypedStorage": torch.storage.UntypedStorage})
+    if hasattr(torch.serialization, "_get_layout"):
+        allowed["torch.serialization._get_layout"] = torch.serialization._get_layout
+    for n in dir(torch):  # dtypes (torch.float16 ...) and memory formats are pickled by name
+        obj = getattr(torch, n, None)
+        if isinstance(obj, (torch.dtype, torch.memory_format, torch.layout)):
+            allowed[f"torch.{n}"] = obj
     return allowed
 
 
@@ -331,3 +409,30 @@ def ultralytics_policy(module: str, name: str):
         obj = getattr(mod, name, None) if mod is not None else None
         return obj if isinstance(obj, type) and obj.__module__ == module else None
     return base_policy(module, name)
+
+
+def _safe_call_table() -> set:
+    table = set()
+    for obj in {**_torch_allowed(), **_numpy_allowed()}.values():
+        if callable(obj) and not isinstance(obj, (torch.dtype, torch.memory_format, torch.layout)):
+            table.add(obj)
+    table.update({_restricted_getattr, pathlib.PurePosixPath, pathlib.PureWindowsPath})
+    try:
+        from ultralytics.utils import IterableSimpleNamespace  # pickled as (cls, (), state)
+        table.add(IterableSimpleNamespace)
+    except ImportError:
+        pass
+    return table
+
+
+_SAFE_CALLS: set | None = None
+
+
+def _safe_call(func) -> bool:
+    global _SAFE_CALLS
+    if _SAFE_CALLS is None:
+        _SAFE_CALLS = _safe_call_table()
+    try:
+        return func in _SAFE_CALLS
+    except TypeError:  # unhashable: not a table entry
+        return False
