@@ -91,7 +91,8 @@ def rect_batch_shapes(sizes_wh: np.ndarray, imgsz: int, batch: int, stride: int,
 
 @dataclass
 class Batch:
-    """A letterboxed batch: ``images`` uint8 (B, 3, H, W) RGB; per image original (h, w), gain and (pad_w, pad_h)."""
+    """A letterboxed batch: ``images`` uint8 (B, 3, H, W) RGB (channels_last strides); per image original (h, w),
+    gain and (pad_w, pad_h)."""
     paths: list
     images: torch.Tensor
     orig_hw: torch.Tensor  # (B, 2) float
@@ -150,7 +151,7 @@ class LetterboxLoader:
         img = resize_long_side(img, self.imgsz)
         h, w = img.shape[:2]
         img, _, pad = letterbox(img, shape, auto=False, scaleup=False, stride=self.stride)
-        return img, (h0, w0), h / h0, pad
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), (h0, w0), h / h0, pad
 
     def __iter__(self):
         with ThreadPoolExecutor(self.workers) as pool:
@@ -166,8 +167,8 @@ class LetterboxLoader:
                 self.skipped.extend(skipped)
                 if not loaded:
                     continue
-                arr = np.stack([r[0] for r in loaded])  # (B, H, W, 3) BGR
-                images = torch.from_numpy(np.ascontiguousarray(arr[..., ::-1].transpose(0, 3, 1, 2)))
+                # (B, H, W, 3) RGB viewed as (B, 3, H, W): a channels_last tensor without a copy
+                images = torch.from_numpy(np.stack([r[0] for r in loaded])).permute(0, 3, 1, 2)
                 yield Batch(kept, images,
                             torch.tensor([r[1] for r in loaded], dtype=torch.float32),
                             torch.tensor([r[2] for r in loaded], dtype=torch.float32),
@@ -265,12 +266,14 @@ def scale_back(det: torch.Tensor, gain: float | torch.Tensor, pad, orig_hw) -> t
     return det
 
 
-def fuse_conv_bn(model: nn.Module, example: torch.Tensor | None = None, rtol: float = 1e-3) -> nn.Module:
+def fuse_conv_bn(model: nn.Module, example: torch.Tensor | None = None, rtol: float = 1e-3,
+                 channels_last: bool = False) -> nn.Module:
     """A copy of ``model`` with BatchNorm folded into the preceding conv, for inference.
 
     Folds modules holding ``conv`` (Conv2d) and ``bn`` (BatchNorm2d) attributes (yolov5/ultralytics Conv) and
-    Conv2d->BatchNorm2d pairs in nn.Sequential. When ``example`` is given the fused copy is checked against the
-    original; any disagreement returns the unfused copy (with a warning) rather than wrong numbers.
+    Conv2d->BatchNorm2d pairs in nn.Sequential. ``channels_last`` also stores the weights NHWC (oneDNN's fast
+    layout on CPU) and sets ``model.channels_last``. When ``example`` is given the copy is checked against the
+    original; any disagreement returns the plain copy (with a warning) rather than wrong numbers.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -289,7 +292,10 @@ def fuse_conv_bn(model: nn.Module, example: torch.Tensor | None = None, rtol: fl
                 if isinstance(c, nn.Conv2d) and isinstance(n, nn.BatchNorm2d) and n.track_running_stats:
                     m._modules[k1], m._modules[k2] = fuse_conv_bn_eval(c, n), nn.Identity()
                     fused += 1
-    if not fused or example is None:
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    if not (fused or channels_last) or example is None:
         return model
     with torch.inference_mode():
         was = original.training
@@ -298,10 +304,15 @@ def fuse_conv_bn(model: nn.Module, example: torch.Tensor | None = None, rtol: fl
             ref = _first(original(example)).float()
         finally:
             original.train(was)
-        got = _first(model(example)).float()
-    scale = ref.abs().max().clamp(min=1.0)
-    if got.shape != ref.shape or not torch.allclose(got, ref, rtol=rtol, atol=rtol * float(scale)):
-        warnings.warn("conv+BN folding changed this model's outputs; evaluating the unfused model")
+        try:
+            x = example.contiguous(memory_format=torch.channels_last) if channels_last else example
+            got = _first(model(x)).float()
+            ok = got.shape == ref.shape and torch.allclose(got, ref, rtol=rtol,
+                                                            atol=rtol * float(ref.abs().max().clamp(min=1.0)))
+        except RuntimeError:  # e.g. a .view() in a head that needs contiguous NCHW
+            ok = False
+    if not ok:
+        warnings.warn("conv+BN folding / channels_last changed this model's outputs; using a plain copy")
         return copy.deepcopy(original).eval()
     return model
 
@@ -335,7 +346,7 @@ def prepare_model(model, device="cpu", fuse: bool = True):
         if fuse:
             s = model_stride(model)
             example = torch.rand(1, 3, 2 * s, 2 * s, device=device)
-            model = fuse_conv_bn(model, example)
+            model = fuse_conv_bn(model, example, channels_last=True)
         else:
             model = copy.deepcopy(model)
         model.eval()
@@ -385,7 +396,8 @@ def run_inference(model, loader: LetterboxLoader, device="cpu", conf: float = 0.
             batch = next(it, None)
             if batch is None:
                 break
-            x = batch.images.to(dev, non_blocking=True).float().div_(255)
+            fmt = torch.channels_last if getattr(model, "channels_last", False) else torch.contiguous_format
+            x = batch.images.to(dev, non_blocking=True).float().div_(255).contiguous(memory_format=fmt)
             n = x.shape[0]
             if fixed_batch and n < fixed_batch:
                 x = torch.cat([x, x.new_zeros((fixed_batch - n, *x.shape[1:]))])
