@@ -10,8 +10,11 @@ Output layout (all families):
     ``nms_iou``, at most ``max_det`` boxes per class and image). K varies with the input.
 
 Verification: ``onnx.checker``, then onnxruntime on the same random input as PyTorch. fp32 must agree within
-``FP32_ATOL`` (1e-3) absolute. ``half`` exports (CUDA only) are compared with the fp16 PyTorch output and must
-agree within ``HALF_ATOL + HALF_RTOL * |reference|`` (0.05 + 1e-2 relative): fp16 keeps ~3 significant digits, so a box
+``FP32_ATOL + FP32_RTOL * |reference|`` (1e-3 + 1e-5 relative) per element: 1e-3 for the scores, and for
+box coordinates in pixels a bound that grows with them, because ORT and PyTorch sum convolutions in different
+orders (~1e-6 relative in fp32: yolov5n at 640 differs by 1.0e-3 px on coordinates near 700 px).
+``half`` exports (CUDA only) are compared with the fp16 PyTorch output and must agree within
+``HALF_ATOL + HALF_RTOL * |reference|`` (0.05 + 1e-2 relative): fp16 keeps ~3 significant digits, so a box
 coordinate of 600 px is only representable to 0.5 px.
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from torch import nn
 
 FP32_ATOL = 1e-3
+FP32_RTOL = 1e-5
 HALF_ATOL = 5e-2
 HALF_RTOL = 1e-2
 MIN_OPSET = 11  # Resize/upsample as the YOLO necks use it
@@ -197,7 +201,7 @@ def _within_tolerance(ort_out, ref, half: bool) -> bool:
         return False  # inf/nan in either output is never a match worth shipping
     if half:
         return bool(np.all(np.abs(a - b) <= HALF_ATOL + HALF_RTOL * np.abs(b)))
-    return bool(np.abs(a - b).max(initial=0.0) <= FP32_ATOL)
+    return bool(np.all(np.abs(a - b) <= FP32_ATOL + FP32_RTOL * np.abs(b)))
 
 
 def _sorted_dets(d: np.ndarray) -> np.ndarray:
@@ -443,7 +447,7 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
         "file_bytes": out.stat().st_size,
         "verify": {"max_abs_diff": max_abs, "max_rel_diff": max_rel,
                    "tolerance": (f"|d| <= {HALF_ATOL} + {HALF_RTOL}*|ref| (fp16 vs fp16 PyTorch)" if half
-                                 else f"max |d| <= {FP32_ATOL}"),
+                                 else f"|d| <= {FP32_ATOL} + {FP32_RTOL}*|ref|"),
                    "shapes": [list(ex.shape) for ex, _ in checks], "providers": providers_used,
                    **({"nms_detections": nms_counts} if nms else {})},
         "versions": _versions(),
@@ -454,7 +458,7 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
 
 
 def _tolerance_message(out, a, r, half, shape, what=OUTPUT_NAME) -> str:
-    bound = f"{HALF_ATOL} + {HALF_RTOL}*|ref|" if half else f"{FP32_ATOL}"
+    bound = f"{HALF_ATOL} + {HALF_RTOL}*|ref|" if half else f"{FP32_ATOL} + {FP32_RTOL}*|ref|"
     return (f"{out}: onnxruntime '{what}' differs from PyTorch beyond tolerance for input {shape}: max abs diff "
             f"{a:.3g}, max rel diff {r:.3g} (allowed {bound}). The file was not written; the graph does not "
             "reproduce the model (an op exported with different semantics, or overflow in fp16)")
