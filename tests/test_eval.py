@@ -320,3 +320,32 @@ def test_acceptance_yolov5n_coco128(yolov5n_pt, coco128, tmp_path):
     assert abs(r["mAP50"] - 0.5274) <= 0.005, r["mAP50"]
     print(f"acceptance: mAP50-95 {r['mAP50-95']:.4f} mAP50 {r['mAP50']:.4f} in {time.perf_counter() - t:.1f} s, "
           f"speed {r['speed_ms']}")
+
+
+def test_eval_coco_tool_prints_the_metrics(tmp_path, capsys):
+    import importlib.util
+
+    from yolo_prune.models import load
+    from yolo_prune.models.checkpoint import save
+
+    det = load(ROOT / "cfg" / "yolov4-tiny.cfg", nc=1)
+    det.names = {0: "box"}
+    save(det, tmp_path / "m.pt")
+    _write_dataset(tmp_path / "ds")
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path / 'ds'}\nval: images/val\nnames: [box]\n")
+    spec = importlib.util.spec_from_file_location("eval_coco_tool", ROOT / "tools" / "eval_coco.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rc = tool.main(["--weights", str(tmp_path / "m.pt"), "--data", str(tmp_path / "data.yaml"), "--imgsz", "64",
+                    "--batch", "2", "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in printed
+    lines = {ln.split()[0]: ln.split()[1] for ln in printed.splitlines() if ln.startswith("mAP")}
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert float(lines["mAP50-95"]) == pytest.approx(metrics["mAP50-95"], abs=1e-4)
+    assert float(lines["mAP50"]) == pytest.approx(metrics["mAP50"], abs=1e-4)
+    assert "ms inference" in printed
+    rc = tool.main(["--weights", str(tmp_path / "m.pt"), "--images", str(tmp_path), "--ann",
+                    str(tmp_path / "none.json"), "--out", str(tmp_path / "o2")])
+    assert rc == 2 and "none.json" in capsys.readouterr().err
