@@ -224,3 +224,28 @@ def test_import_and_build_stay_offline_and_out_of_home(tmp_path):
     assert "calls 0" in out.stdout, out.stdout
     assert list(home.rglob("*")) == []
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_prune_model_then_ultralytics_pt_opens_in_yolo(tmp_path):
+    """The real pruning engine's output (C2f widths included) survives save_ultralytics_pt -> ultralytics.YOLO."""
+    from ultralytics import YOLO
+
+    from yolo_prune.prune import prune_model
+
+    det = load_yaml_model("yolov8n.yaml", nc=2)
+    before = sum(p.numel() for p in det.parameters())
+    prune_model(det, ratio=0.5, imgsz=64)
+    det.eval()
+    assert sum(p.numel() for p in det.parameters()) < 0.8 * before
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        y = det(x)
+    p = save_ultralytics_pt(det, tmp_path / "pruned.pt")
+    with torch.no_grad():
+        assert torch.equal(load_ultralytics_pt(p)(x), y)
+        assert torch.equal(load(checkpoint.save(det, tmp_path / "ours.pt"))(x), y)
+    yolo = YOLO(str(p))
+    assert sum(q.numel() for q in yolo.model.parameters()) == sum(q.numel() for q in det.parameters())
+    res = yolo.predict(np.full((64, 64, 3), 114, np.uint8), imgsz=64, device="cpu", verbose=False)
+    assert res[0].boxes.data.shape[1] == 6

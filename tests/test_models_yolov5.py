@@ -146,3 +146,20 @@ def test_build_from_yaml_dict_with_nc_and_names():
         build_yolov5({k: v for k, v in cfg.items() if k != "anchors"})
     with pytest.raises(ValueError, match="activation"):
         build_yolov5({**cfg, "activation": "__import__('os').system('true')"})
+
+
+@pytest.mark.slow
+def test_pruned_yolov5n_checkpoint_reload_is_bit_identical(v5n, tmp_path):
+    from yolo_prune.prune import prune_model
+
+    det = copy.deepcopy(v5n[1])
+    prune_model(det, ratio=0.3, imgsz=64)
+    det.eval()
+    assert profile(det, 640)["params"] < 1_872_157
+    p = checkpoint.save(det, tmp_path / "pruned.pt")
+    det2 = load(p)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(det(x), det2(x))
+    assert [m.out_channels for m in det2.modules() if isinstance(m, torch.nn.Conv2d)] == \
+        [m.out_channels for m in det.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -169,6 +169,7 @@ class DetectionModel(nn.Module):
         self.yaml = copy.deepcopy(cfg)
         if nc is not None and nc != self.yaml.get("nc"):
             self.yaml["nc"] = nc
+        ch = int(self.yaml.get("ch", ch))  # yolov5 records the input channels in its yaml
         self.model, self.save = parse_model(copy.deepcopy(self.yaml), [ch], source)
         self.names = {i: str(i) for i in range(self.yaml["nc"])}
         self.inplace = self.yaml.get("inplace", True)
@@ -369,7 +370,8 @@ def load_yolov5_pt(path: str | os.PathLike) -> YoloV5Detector:
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: the model has no 'yaml' architecture dict (yolov5 v6+ checkpoints carry one)")
     names = getattr(src, "names", None) or (ckpt.get("names") if isinstance(ckpt, dict) else None)
-    state = src.state_dict()
+    # yolov5 < v6 stored the derived anchor_grid as a buffer; it is recomputed from anchors and strides
+    state = {k: v for k, v in src.state_dict().items() if not k.endswith(".anchor_grid")}
     det = build_yolov5(cfg, names=names, source=str(path))
     fresh = det.model.state_dict()
     mismatched = [k for k in fresh if k not in state or state[k].shape != fresh[k].shape]
