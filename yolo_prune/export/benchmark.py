@@ -2,8 +2,9 @@
 line as the yardstick.
 
 Backends:
-  * ``torch``: PyTorch eval forward on CUDA when torch sees a GPU, else the CPU (``torch-cpu`` / ``torch-cuda``
-    force one). CUDA timings synchronise before the clock is read.
+  * ``torch``: PyTorch eval forward (BN folded into the convs, as onnxruntime does) on CUDA when torch sees a
+    GPU, else the CPU (``torch-cpu`` / ``torch-cuda`` force one). CUDA timings synchronise before the clock is
+    read.
   * ``ort-cpu``, ``ort-cuda``, ``ort-trt``: onnxruntime with that execution provider (TensorRT in fp16 unless
     ``trt_fp16=False``). A PyTorch model is exported once per batch size (static shapes) into ``out/onnx``.
     Timings are ``session.run`` on host numpy arrays, so GPU providers include the host<->device copies.
@@ -148,6 +149,16 @@ class _Entry:
             prof = profile(self.detector, imgsz)
             self.macs, self.params = prof["macs"], prof["params"]
 
+    def deployable(self, device: str):
+        """A BN-folded eval copy on ``device`` (what onnxruntime runs too), made once per device."""
+        from yolo_prune.eval.infer import prepare_model
+
+        cache = self.__dict__.setdefault("_deployable", {})
+        if device not in cache:
+            cache.clear()  # one device at a time keeps GPU memory free for the next backend
+            cache[device] = prepare_model(self.detector, device, fuse=True)
+        return cache[device]
+
     def onnx_for(self, batch: int, onnx_dir: Path, opset: int) -> Path:
         """The ONNX file to time at ``batch``: the given file, or a static export of the PyTorch model."""
         if self.is_onnx:
@@ -258,10 +269,9 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
                     if entry.detector is None:
                         raise CaseSkipped("an .onnx file has no PyTorch model to time")
                     device = _torch_device(backend)
-                    model = entry.detector.to(device)
+                    model = entry.deployable(device)
                     row["providers"] = [f"torch:{device}"]
                     row.update(time_torch(model, hw, batch, runs, warmup, device))
-                    entry.detector.to("cpu")
                 else:
                     path = entry.onnx_for(batch, onnx_dir, opset)
                     row["onnx_bytes"] = path.stat().st_size
