@@ -349,3 +349,21 @@ def test_eval_coco_tool_prints_the_metrics(tmp_path, capsys):
     rc = tool.main(["--weights", str(tmp_path / "m.pt"), "--images", str(tmp_path), "--ann",
                     str(tmp_path / "none.json"), "--out", str(tmp_path / "o2")])
     assert rc == 2 and "none.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dynamic", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_evaluate_onnx_matches_torch(tmp_path, dynamic):
+    from yolo_prune.export.onnx import export_onnx
+    from yolo_prune.models import load
+
+    det = load(ROOT / "cfg" / "yolov4-tiny.cfg", nc=1)
+    det.names = {0: "box"}
+    images, ann = _write_dataset(tmp_path)
+    export_onnx(det, tmp_path / "m.onnx", imgsz=64, batch=1, dynamic=dynamic, verbose=False)
+    kw = dict(imgsz=64, batch=2, verbose=False, conf=0.01)
+    ours = evaluate(tmp_path / "m.onnx", images, ann, **kw)
+    ref = evaluate(det, images, ann, **kw)
+    assert ours["images"] == 4
+    assert ours["settings"]["rect"] is dynamic  # a static export is letterboxed to its square input
+    if dynamic:
+        assert ours["stats"] == pytest.approx(ref["stats"], abs=1e-3)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..data.coco import atomic_write_json, category_map, list_images, load_data_yaml, yolo_to_coco
-from .infer import LetterboxLoader, Timer, cpu_threads, model_stride, prepare_model, run_inference, torch_threads
+from .infer import Timer, cpu_threads, make_loader, prepare_model, run_inference, torch_threads
 
 STAT_NAMES = (
     "AP@[.50:.95] all", "AP@.50 all", "AP@.75 all", "AP@[.50:.95] small", "AP@[.50:.95] medium",
@@ -161,15 +161,9 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
         inv = {v: names[k] for k, v in class_to_cat.items()}
         gt["categories"] = [{"id": i, "name": inv.get(i, str(i))} for i in sorted(cat_ids | set(inv))]
 
-    rect, size, fixed = True, imgsz, None
-    if getattr(model, "imgsz", None) is not None:  # static ONNX input: square canvas of the exported size
-        rect, size = False, int(np.max(model.imgsz))
-        if size != imgsz and verbose:
-            print(f"ONNX model has a static input of {model.imgsz}; evaluating at {size}")
-    if getattr(model, "batch", None) is not None:
-        fixed = batch = int(model.batch)
     # batch shapes come from the files' headers (EXIF-rotated, as cv2 decodes them), like yolov5's loader
-    loader = LetterboxLoader([p for p, _ in listed], size, batch, model_stride(model), rect=rect, pad=0.5)
+    loader, fixed = make_loader(model, [p for p, _ in listed], imgsz, batch, pad=0.5)
+    rect, size, batch = loader.rect, loader.imgsz, loader.batch
     id_of = {str(p): im["id"] for p, im in listed}
 
     timer = Timer()

@@ -113,13 +113,13 @@ class LetterboxLoader:
     """Batches of letterboxed images in yolov5-val order.
 
     rect=True: images sorted by aspect ratio, one stride-padded rectangle per batch (yolov5 val, pad 0.5).
-    rect=False: every image letterboxed into a square ``imgsz`` canvas, in the given order.
+    rect=False: every image letterboxed into a square ``imgsz`` canvas (or ``canvas`` (h, w)), in the given order.
     ``sizes`` (w, h) per path may be given to skip reading headers; unreadable files are listed in
     ``self.skipped`` as (path, reason) and left out.
     """
 
     def __init__(self, paths, imgsz: int = 640, batch: int = 16, stride: int = 32, rect: bool = True,
-                 pad: float = 0.5, sizes=None, workers: int | None = None):
+                 pad: float = 0.5, sizes=None, workers: int | None = None, canvas: tuple[int, int] | None = None):
         if imgsz % stride:
             new = math.ceil(imgsz / stride) * stride
             warnings.warn(f"imgsz {imgsz} is not a multiple of the model stride {stride}; using {new}")
@@ -138,7 +138,7 @@ class LetterboxLoader:
             order, self.shapes = rect_batch_shapes(np.array(wh), imgsz, self.batch, stride, pad)
             good = [good[i] for i in order]
         else:
-            self.shapes = [(imgsz, imgsz)] * math.ceil(len(good) / self.batch)
+            self.shapes = [tuple(canvas or (imgsz, imgsz))] * math.ceil(len(good) / self.batch)
         self.paths = good
         self.workers = workers or min(4, max(1, cpu_threads()))
 
@@ -421,6 +421,23 @@ def run_inference(model, loader: LetterboxLoader, device="cpu", conf: float = 0.
         bar.close()
 
 
+def make_loader(model, paths, imgsz: int, batch: int, pad: float = 0.5) -> tuple[LetterboxLoader, int | None]:
+    """The loader for ``model``: rect batches, or the fixed canvas and batch of a statically exported ONNX model.
+
+    Returns (loader, fixed batch or None).
+    """
+    static_hw = getattr(model, "imgsz", None)
+    fixed = getattr(model, "batch", None)
+    if fixed is not None:
+        batch = int(fixed)
+    if static_hw is not None:
+        h, w = (static_hw, static_hw) if isinstance(static_hw, int) else (int(static_hw[0]), int(static_hw[1]))
+        if max(h, w) != imgsz:
+            warnings.warn(f"model has a static {h}x{w} input; imgsz {imgsz} is replaced by {max(h, w)}")
+        return LetterboxLoader(paths, max(h, w), batch, model_stride(model), rect=False, canvas=(h, w)), fixed
+    return LetterboxLoader(paths, imgsz, batch, model_stride(model), rect=True, pad=pad), fixed
+
+
 def predict(model, source, imgsz: int = 640, batch: int = 1, device="cpu", conf: float = 0.25, iou: float = 0.45,
             max_det: int = 300, agnostic: bool = False, threads: int | None = None) -> tuple[dict, dict]:
     """Detect on every image of ``source`` (file, folder, .txt list, list of paths).
@@ -433,12 +450,7 @@ def predict(model, source, imgsz: int = 640, batch: int = 1, device="cpu", conf:
 
     paths = list_images(source)
     model = prepare_model(model, device)
-    rect, size, fixed = True, imgsz, None
-    if getattr(model, "imgsz", None) is not None:  # static ONNX input: square canvas of the exported size
-        rect, size = False, int(np.max(model.imgsz))
-    if getattr(model, "batch", None) is not None:
-        fixed = batch = int(model.batch)
-    loader = LetterboxLoader(paths, size, batch, model_stride(model), rect=rect, pad=0.0)
+    loader, fixed = make_loader(model, paths, imgsz, batch, pad=0.0)
     results = {}
     with torch_threads(threads):
         for ps, dets in run_inference(model, loader, device, conf, iou, max_det, agnostic, fixed_batch=fixed):
