@@ -227,6 +227,13 @@ def non_max_suppression(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.4
     (yolov5 val); otherwise only the best class. ``max_nms`` caps the candidates per image (highest first),
     ``max_det`` the detections per image. Returns B tensors (n, 6): x1, y1, x2, y2, score, class.
     """
+    out, b = _nms_flat(pred, conf, iou, max_det, agnostic, multi_label, max_nms, classes)
+    return list(out.split(torch.bincount(b, minlength=pred.shape[0]).tolist()))
+
+
+def _nms_flat(pred, conf, iou, max_det, agnostic=False, multi_label=False, max_nms=30000, classes=None):
+    """non_max_suppression's work: all detections of the batch as one (n, 6) tensor plus their image index,
+    grouped by image in order."""
     if pred.ndim != 3 or pred.shape[-1] < 5:
         raise ValueError(f"predictions: expected shape (B, N, 4 + nc), found {tuple(pred.shape)}")
     bs, nc = pred.shape[0], pred.shape[-1] - 4
@@ -251,18 +258,19 @@ def non_max_suppression(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.4
     keep = grouped_nms(boxes, s, groups, iou)  # sorted by score, descending
     keep, rank = _rank_within(b, keep)
     keep = keep[rank < max_det]
-    out = torch.cat([boxes[keep], s[keep, None], c[keep, None].float()], 1)
-    counts = torch.bincount(b[keep], minlength=bs).tolist()
-    return list(out.split(counts))
+    return torch.cat([boxes[keep], s[keep, None], c[keep, None].float()], 1), b[keep]
 
 
-def scale_back(det: torch.Tensor, gain: float | torch.Tensor, pad, orig_hw) -> torch.Tensor:
-    """Letterboxed xyxy -> original image xyxy (in place on a copy), clipped to the image."""
+def scale_back(det: torch.Tensor, gain, pad, orig_hw) -> torch.Tensor:
+    """Letterboxed xyxy -> original image xyxy on a copy, clipped to the image.
+
+    gain, pad (left, top) and orig_hw (h, w) are one image's values or per-row tensors (n,), (n, 2), (n, 2).
+    """
     det = det.clone()
-    det[:, [0, 2]] = (det[:, [0, 2]] - pad[0]) / gain
-    det[:, [1, 3]] = (det[:, [1, 3]] - pad[1]) / gain
-    det[:, [0, 2]] = det[:, [0, 2]].clamp(0, float(orig_hw[1]))
-    det[:, [1, 3]] = det[:, [1, 3]].clamp(0, float(orig_hw[0]))
+    gain = torch.as_tensor(gain, dtype=det.dtype).reshape(-1, 1)
+    pad = torch.as_tensor(pad, dtype=det.dtype).reshape(-1, 2).repeat(1, 2)
+    wh = torch.as_tensor(orig_hw, dtype=det.dtype).reshape(-1, 2).flip(1).repeat(1, 2)
+    det[:, :4] = ((det[:, :4] - pad) / gain).clamp(min=0).minimum(wh)
     return det
 
 
@@ -406,9 +414,10 @@ def run_inference(model, loader: LetterboxLoader, device="cpu", conf: float = 0.
             pred = _first(model(x))[:n]
             _sync(dev)
             t2 = time.perf_counter()
-            dets = non_max_suppression(pred, conf, iou, max_det, agnostic, multi_label)
-            dets = [scale_back(d.cpu(), float(batch.gain[i]), batch.pad[i].tolist(), batch.orig_hw[i].tolist())
-                    for i, d in enumerate(dets)]
+            flat, img = _nms_flat(pred, conf, iou, max_det, agnostic, multi_label)
+            flat, img = flat.cpu(), img.cpu()
+            flat = scale_back(flat, batch.gain[img], batch.pad[img], batch.orig_hw[img])
+            dets = list(flat.split(torch.bincount(img, minlength=n).tolist()))
             t3 = time.perf_counter()
             timer.preprocess += t1 - t0
             timer.inference += t2 - t1
