@@ -149,6 +149,9 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
                          f"(matched by file name; e.g. {paths[0].name!r} vs {gt['images'][0]['file_name']!r})"
                          if gt["images"] else f"{source}: its 'images' list is empty")
     skipped = [(str(p), "not listed in the annotation json") for p in paths if p.name not in by_name]
+    if skipped:
+        warnings.warn(f"{len(skipped)} image(s) in {images} are not listed in {source} and are not scored, "
+                      f"e.g. {Path(skipped[0][0]).name}")
     listed = [listed[i] for i in select_subset(len(listed), max_images)]
 
     model = prepare_model(model, device)
