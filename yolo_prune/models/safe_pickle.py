@@ -291,13 +291,30 @@ def _rebuild_from_type_v2_checked(func, new_type, args, state):
     return torch._tensor._rebuild_from_type_v2(func, new_type, args, state)
 
 
+def _no_hooks(backward_hooks):
+    # pickled hooks would be called by autograd later; checkpoints never need them
+    if backward_hooks:
+        raise RefusedGlobal(f"refused a Parameter carrying backward hooks ({list(backward_hooks.values())[:3]})")
+
+
+def _rebuild_parameter_checked(data, requires_grad, backward_hooks):
+    _no_hooks(backward_hooks)
+    return torch._utils._rebuild_parameter(data, requires_grad, collections.OrderedDict())
+
+
+def _rebuild_parameter_with_state_checked(data, requires_grad, backward_hooks, state):
+    _no_hooks(backward_hooks)
+    return torch._utils._rebuild_parameter_with_state(data, requires_grad, collections.OrderedDict(), state)
+
+
 def _torch_allowed() -> dict:
     """Tensor/storage rebuild helpers, dtypes and plain containers: what torch.save writes for tensors."""
     from torch import _utils
 
     allowed = {f"torch._utils.{n}": getattr(_utils, n) for n in
-               ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-                "_rebuild_parameter_with_state") if hasattr(_utils, n)}
+               ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3") if hasattr(_utils, n)}
+    allowed["torch._utils._rebuild_parameter"] = _rebuild_parameter_checked
+    allowed["torch._utils._rebuild_parameter_with_state"] = _rebuild_parameter_with_state_checked
     allowed["torch._tensor._rebuild_from_type_v2"] = _rebuild_from_type_v2_checked
     allowed.update({"collections.OrderedDict": collections.OrderedDict, "builtins.set": set,
                     "builtins.frozenset": frozenset, "builtins.slice": slice, "builtins.range": range,
@@ -400,7 +417,7 @@ def ultralytics_policy(module: str, name: str):
         return DetectionModel
     if key == "builtins.getattr":
         return _restricted_getattr
-    if module.startswith("ultralytics.nn."):
+    if module == "ultralytics.nn.tasks" or module.startswith("ultralytics.nn.modules"):  # layers and models only
         mod = _import_known(module)
         obj = getattr(mod, name, None) if mod is not None else None
         return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
