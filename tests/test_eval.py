@@ -367,3 +367,20 @@ def test_evaluate_onnx_matches_torch(tmp_path, dynamic):
     assert ours["settings"]["rect"] is dynamic  # a static export is letterboxed to its square input
     if dynamic:
         assert ours["stats"] == pytest.approx(ref["stats"], abs=1e-3)
+
+
+def test_yolo2coco_tool_writes_the_json(tmp_path):
+    import importlib.util
+
+    _write_dataset(tmp_path)
+    (tmp_path / "data.yaml").write_text("val: images/val\nnames: {0: box}\n")  # relative to the yaml
+    spec = importlib.util.spec_from_file_location("yolo2coco_tool", ROOT / "tools" / "yolo2coco.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--data", str(tmp_path / "data.yaml"), "--out", str(tmp_path / "j" / "val.json")]) == 0
+    coco = json.loads((tmp_path / "j" / "val.json").read_text())
+    assert coco["categories"] == [{"id": 1, "name": "box", "supercategory": ""}]
+    assert {im["file_name"]: (im["width"], im["height"]) for im in coco["images"]} == {
+        n: (w, h) for n, (w, h, _) in BOXES.items()}
+    assert sorted(a["image_id"] for a in coco["annotations"]) == [1, 2, 3]
+    assert tool.main(["--images", str(tmp_path / "images"), "--out", str(tmp_path / "x.json")]) == 2
