@@ -8,7 +8,7 @@ import torch
 from export_helpers import TinyDetector, TinyNet
 
 from yolo_prune.export import export_onnx
-from yolo_prune.export.benchmark import _labels, run_benchmark
+from yolo_prune.export.benchmark import _labels, add_ratios, run_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,3 +116,17 @@ def test_benchmark_tool_cli(tmp_path, capsys):
                       "--backends", "ort-cpu", "--threads", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| n | ort-cpu | 1 | 32x32 |" in printed and (out / "bench.json").is_file()
+
+
+def test_ratios_compare_within_one_architecture():
+    def row(model, arch, macs, ms):
+        return {"model": model, "architecture": arch, "backend": "ort-cpu", "batch": 1, "status": "ok",
+                "macs": macs, "latency_ms_median": ms}
+
+    rows = [row("v5n", "yolov5:a", 100, 10.0), row("v5n-p", "yolov5:a", 50, 6.0),
+            row("v8n", "ultralytics:b", 200, 30.0), row("v8n-p", "ultralytics:b", 100, 15.0)]
+    add_ratios(rows)
+    by = {r["model"]: r for r in rows}
+    assert by["v5n-p"]["reference"] == "v5n" and by["v8n-p"]["reference"] == "v8n"
+    assert by["v5n-p"]["macs_ratio"] == 0.5 and by["v5n-p"]["latency_ratio"] == pytest.approx(0.6)
+    assert by["v5n-p"]["ratio_gap"] == pytest.approx(1.2) and by["v8n-p"]["ratio_gap"] == pytest.approx(1.0)

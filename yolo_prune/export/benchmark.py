@@ -13,8 +13,8 @@ another provider) is skipped with a one-line reason: onnxruntime falls back sile
 really uses are checked and recorded.
 
 Latency is per batch in ms (median, p90, min over ``runs`` timed calls after ``warmup``); MACs are per image.
-``macs_ratio`` and ``latency_ratio`` compare each row with the row of the largest-MACs model of the same backend
-and batch; ``ratio_gap`` = latency_ratio / macs_ratio is 1.0 when latency falls exactly as MACs do.
+``macs_ratio`` and ``latency_ratio`` compare each row with the row of the largest-MACs model of the same
+architecture (a pruned model and its unpruned parent share one), backend and batch; ``ratio_gap`` = latency_ratio / macs_ratio is 1.0 when latency falls exactly as MACs do.
 """
 from __future__ import annotations
 
@@ -130,6 +130,7 @@ class _Entry:
         self.onnx_files: dict[int, Path] = {}
         self.macs = self.params = None
         self.map50_95 = self.map50 = None
+        self.architecture = f"?:{label}"
         if self.is_onnx:
             from .ort import read_sidecar
 
@@ -138,6 +139,7 @@ class _Entry:
                 raise FileNotFoundError(f"{path}: ONNX file not found")
             side = read_sidecar(path)
             self.macs, self.params = side.get("macs"), side.get("params")
+            self.architecture = side.get("architecture", self.architecture)
             if side.get("imgsz") and list(side["imgsz"]) != list(imgsz) and side.get("macs"):
                 sh, sw = side["imgsz"]
                 self.macs = int(side["macs"] * imgsz[0] * imgsz[1] / (sh * sw))  # MACs scale with pixels
@@ -145,7 +147,10 @@ class _Entry:
             from yolo_prune.eval import profile
             from yolo_prune.models import load
 
+            from .onnx import architecture_id
+
             self.detector = (weights if in_memory else load(weights)).eval()
+            self.architecture = architecture_id(self.detector)
             prof = profile(self.detector, imgsz)
             self.macs, self.params = prof["macs"], prof["params"]
 
@@ -258,7 +263,8 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
             _evaluate_all(entries, eval_kwargs, threads)
         combos = [(e, b, n) for e in entries for b in backends for n in batches]
         for entry, backend, batch in tqdm(combos, desc="benchmark", unit="case"):
-            row = {"model": entry.label, "weights": entry.weights, "backend": backend, "batch": int(batch),
+            row = {"model": entry.label, "weights": entry.weights, "architecture": entry.architecture,
+                   "backend": backend, "batch": int(batch),
                    "imgsz": list(hw), "macs": entry.macs, "params": entry.params, "onnx_bytes": None,
                    "map50_95": entry.map50_95, "map50": entry.map50, "providers": None, "status": "ok",
                    "reason": None}
@@ -293,7 +299,7 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
         torch.set_num_threads(saved_threads)
     if hasattr(os, "getloadavg"):
         env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    _add_ratios(rows)
+    add_ratios(rows)
     env["runs"], env["warmup"], env["trt_fp16"] = runs, warmup, trt_fp16
 
     md = to_markdown(rows, env)
@@ -335,11 +341,13 @@ def _read_map(result) -> tuple[float | None, float | None]:
     return (None if m is None else float(m)), (None if m50 is None else float(m50))
 
 
-def _add_ratios(rows: list[dict]) -> None:
+def add_ratios(rows: list[dict]) -> None:
+    """macs_ratio / latency_ratio / ratio_gap against the largest-MACs row of the same architecture, backend and
+    batch (the unpruned parent when it is in the list)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["status"] == "ok" and r["macs"]:
-            groups.setdefault((r["backend"], r["batch"]), []).append(r)
+            groups.setdefault((r.get("architecture"), r["backend"], r["batch"]), []).append(r)
     for group in groups.values():
         ref = max(group, key=lambda r: r["macs"])  # max() keeps the first of equals: the unpruned model listed first
         for r in group:

@@ -106,6 +106,19 @@ class EndToEndNMS(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+def architecture_id(det) -> str:
+    """'family:hash' of the unpruned base architecture: a pruned model shares it with its parent, so the
+    benchmark compares each model with the unpruned model of its own architecture."""
+    import hashlib
+
+    spec = getattr(det, "spec", None) or {}
+    base = spec.get("base")
+    if base is None:
+        return f"{getattr(det, 'family', '') or type(det).__name__}:?"
+    text = base if isinstance(base, str) else json.dumps(base, sort_keys=True, default=str)
+    return f"{spec.get('family', getattr(det, 'family', ''))}:{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+
+
 def _resolve_model(model_or_path, device):
     from yolo_prune.models import load
 
@@ -426,6 +439,7 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
         "source": source,
         "family": getattr(det, "family", ""),
         "head_type": getattr(det, "head_type", ""),
+        "architecture": architecture_id(det),
         "names": {str(k): v for k, v in det.names.items()},
         "nc": len(det.names),
         "strides": [int(s) for s in det.strides],

@@ -28,20 +28,23 @@ def _save(fig, path: Path) -> None:
         raise
 
 
-def _series(rows):
+def _series(rows, by_architecture: bool = False):
     groups: dict[str, list[dict]] = {}
     for r in rows:
         if r["status"] == "ok" and r.get("macs"):
-            groups.setdefault(f"{r['backend']} b{r['batch']}", []).append(r)
+            key = f"{r['backend']} b{r['batch']}"
+            if by_architecture:
+                key += f" {r.get('reference') or r.get('architecture', '')}"
+            groups.setdefault(key, []).append(r)
     return groups
 
 
 def plot_latency_vs_macs(rows: list[dict], path) -> Path:
-    """One marker per model and series (backend x batch); dashed: latency proportional to MACs through the
-    largest-MACs point of the series (the unpruned model), the best pruning can do."""
+    """One marker per model and series (backend x batch x architecture); dashed: latency proportional to MACs
+    through the largest-MACs point of the series (the unpruned model), the best pruning can do."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
-    for i, (name, group) in enumerate(sorted(_series(rows).items())):
+    for i, (name, group) in enumerate(sorted(_series(rows, by_architecture=True).items())):
         color = f"C{i % 10}"
         xs = [r["macs"] / 1e9 for r in group]
         ys = [r["latency_ms_median"] for r in group]
