@@ -13,6 +13,7 @@ another provider) is skipped with a one-line reason: onnxruntime falls back sile
 really uses are checked and recorded.
 
 Latency is per batch in ms (median, p90, min over ``runs`` timed calls after ``warmup``); MACs are per image.
+The models of one backend x batch are timed round-robin, so on a shared machine every model sees the same load.
 ``macs_ratio`` and ``latency_ratio`` compare each row with the row of the largest-MACs model of the same
 architecture (a pruned model and its unpruned parent share one), backend and batch; ``ratio_gap`` = latency_ratio / macs_ratio is 1.0 when latency falls exactly as MACs do.
 """
@@ -87,34 +88,46 @@ def _stats(times_s: list[float], batch: int) -> dict:
             "images_per_s": batch * 1000.0 / med if med > 0 else float("inf"), "runs": len(ms)}
 
 
-def time_torch(model, imgsz: tuple[int, int], batch: int, runs: int, warmup: int, device: str) -> dict:
+def torch_runner(model, imgsz: tuple[int, int], batch: int, device: str):
+    """One forward of ``model`` on a fixed random batch; CUDA is synchronised so the clock sees the work."""
     dev = torch.device(device)
     x = torch.rand(batch, 3, *imgsz, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + runs):
-            sync()
-            t = time.perf_counter()
+
+    def run():
+        with torch.inference_mode():
             model(x)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - t)
-    return _stats(times, batch)
+        sync()
+
+    return run
 
 
-def time_session(session, imgsz: tuple[int, int], batch: int, runs: int, warmup: int) -> dict:
+def session_runner(session, imgsz: tuple[int, int], batch: int):
+    """One ``session.run`` on a fixed random host batch."""
     inp = session.get_inputs()[0]
     dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-    x = np.random.default_rng(0).random((batch, 3, *imgsz), dtype=np.float32).astype(dtype)
-    feed = {inp.name: x}
-    times = []
-    for i in range(warmup + runs):
-        t = time.perf_counter()
-        session.run(None, feed)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return _stats(times, batch)
+    feed = {inp.name: np.random.default_rng(0).random((batch, 3, *imgsz), dtype=np.float32).astype(dtype)}
+    return lambda: session.run(None, feed)
+
+
+def interleaved_times(runners: list, runs: int, warmup: int, desc: str = "timing") -> list[list[float]]:
+    """Seconds per call for each runner, calling them round-robin (rotating who goes first).
+
+    On a machine shared with other work the load changes from second to second; timing model A's 100 runs and
+    then model B's would compare them under different loads. Interleaving gives every model the same mix.
+    """
+    for run in runners:
+        for _ in range(warmup):
+            run()
+    times: list[list[float]] = [[] for _ in runners]
+    n = len(runners)
+    for i in tqdm(range(runs), desc=desc, unit="round", leave=False):
+        for k in range(n):
+            idx = (i + k) % n
+            t = time.perf_counter()
+            runners[idx]()
+            times[idx].append(time.perf_counter() - t)
+    return times
 
 
 # --------------------------------------------------------------------------------------------------- models
@@ -261,40 +274,32 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
         entries = [_Entry(w, label, hw) for w, label in zip(weights, _labels(weights))]
         if eval_kwargs:
             _evaluate_all(entries, eval_kwargs, threads)
-        combos = [(e, b, n) for e in entries for b in backends for n in batches]
-        for entry, backend, batch in tqdm(combos, desc="benchmark", unit="case"):
-            row = {"model": entry.label, "weights": entry.weights, "architecture": entry.architecture,
-                   "backend": backend, "batch": int(batch),
-                   "imgsz": list(hw), "macs": entry.macs, "params": entry.params, "onnx_bytes": None,
-                   "map50_95": entry.map50_95, "map50": entry.map50, "providers": None, "status": "ok",
-                   "reason": None}
-            try:
-                if backend in skipped:
-                    raise BackendUnavailable(skipped[backend])
-                if backend.startswith("torch"):
-                    if entry.detector is None:
-                        raise CaseSkipped("an .onnx file has no PyTorch model to time")
-                    device = _torch_device(backend)
-                    model = entry.deployable(device)
-                    row["providers"] = [f"torch:{device}"]
-                    row.update(time_torch(model, hw, batch, runs, warmup, device))
-                else:
-                    path = entry.onnx_for(batch, onnx_dir, opset)
-                    row["onnx_bytes"] = path.stat().st_size
-                    session = _ort_session(path, backend, threads, trt_fp16)
-                    _check_static_shape(session, path, batch, hw)
-                    row["providers"] = session.get_providers()
-                    row.update(time_session(session, hw, batch, runs, warmup))
-                    del session
-            except CaseSkipped as e:
-                reason = str(e)
-                if isinstance(e, BackendUnavailable):
-                    skipped.setdefault(backend, reason)
-                row.update(status="skipped", reason=reason)
-                if (backend, reason) not in reported:
-                    reported.add((backend, reason))
-                    tqdm.write(f"skip {backend}: {reason}")
-            rows.append(row)
+        for backend in backends:
+            for batch in batches:
+                case_rows, runners = [], []
+                for entry in entries:
+                    row = {"model": entry.label, "weights": entry.weights, "architecture": entry.architecture,
+                           "backend": backend, "batch": int(batch), "imgsz": list(hw), "macs": entry.macs,
+                           "params": entry.params, "onnx_bytes": None, "map50_95": entry.map50_95,
+                           "map50": entry.map50, "providers": None, "status": "ok", "reason": None}
+                    rows.append(row)
+                    try:
+                        runners.append(_prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads,
+                                                trt_fp16))
+                        case_rows.append(row)
+                    except CaseSkipped as e:
+                        reason = str(e)
+                        if isinstance(e, BackendUnavailable):
+                            skipped.setdefault(backend, reason)
+                        row.update(status="skipped", reason=reason)
+                        if (backend, reason) not in reported:
+                            reported.add((backend, reason))
+                            tqdm.write(f"skip {backend}: {reason}")
+                if runners:
+                    times = interleaved_times(runners, runs, warmup, desc=f"{backend} b{batch}")
+                    for row, t in zip(case_rows, times):
+                        row.update(_stats(t, batch))
+                del runners  # frees sessions / GPU copies before the next backend
     finally:
         torch.set_num_threads(saved_threads)
     if hasattr(os, "getloadavg"):
@@ -310,6 +315,24 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     if any(r["map50_95"] is not None and r["status"] == "ok" for r in rows):
         plot_map_vs_latency(rows, out_dir / "map_vs_latency.png")
     return rows
+
+
+def _prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads, trt_fp16):
+    """A runner for one model x backend x batch; fills the row's providers and ONNX size, or raises CaseSkipped."""
+    if backend in skipped:
+        raise BackendUnavailable(skipped[backend])
+    if backend.startswith("torch"):
+        if entry.detector is None:
+            raise CaseSkipped("an .onnx file has no PyTorch model to time")
+        device = _torch_device(backend)
+        row["providers"] = [f"torch:{device}"]
+        return torch_runner(entry.deployable(device), hw, batch, device)
+    path = entry.onnx_for(batch, onnx_dir, opset)
+    row["onnx_bytes"] = path.stat().st_size
+    session = _ort_session(path, backend, threads, trt_fp16)
+    _check_static_shape(session, path, batch, hw)
+    row["providers"] = session.get_providers()
+    return session_runner(session, hw, batch)
 
 
 def _check_static_shape(session, path: Path, batch: int, hw: tuple[int, int]) -> None:
