@@ -22,3 +22,6 @@ if "YOLO_CONFIG_DIR" not in os.environ:
     atexit.register(_remove_config_dir)
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
+# matplotlib writes its font cache under ~/.cache unless told otherwise; keep it in the same private folder
+if "MPLCONFIGDIR" not in os.environ and "YOLO_CONFIG_DIR" in os.environ:
+    os.environ["MPLCONFIGDIR"] = os.environ["YOLO_CONFIG_DIR"]

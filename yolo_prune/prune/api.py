@@ -10,7 +10,7 @@ from torch import nn
 from ..eval.profile import profile
 from ..graph import trace
 from .compensate import MODES, compensation_constants, fold_constants
-from .plan import PlanError, agp_schedule, make_plan, resolve_names
+from .plan import PlanError, agp_schedule, check_selection, make_plan, resolve_names
 from .surgery import apply_plan
 
 
@@ -59,6 +59,7 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
     compensate = {True: "bias", False: "off", None: "off"}.get(compensate, compensate)
     if compensate not in MODES:
         raise PlanError(f"compensate: expected one of {', '.join(MODES)}, found {compensate!r}")
+    check_selection(ratio, threshold, target_macs, round_to)
     names = [n for n, _ in model.named_modules() if n]
     ignored = resolve_names(ignore, names, "--ignore")
     if overrides:

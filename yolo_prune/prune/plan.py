@@ -92,6 +92,18 @@ class MacsModel:
         return total
 
 
+def check_selection(ratio=None, threshold=None, target_macs=None, round_to=8) -> None:
+    """Validate the selection arguments before any work is done."""
+    if sum(x is not None for x in (ratio, threshold, target_macs)) != 1:
+        raise PlanError("give exactly one of ratio, threshold or target_macs")
+    if ratio is not None and not 0 <= ratio < 1:
+        raise PlanError(f"ratio: expected 0 <= ratio < 1, found {ratio}")
+    if target_macs is not None and not 0 < target_macs <= 1:
+        raise PlanError(f"target_macs: expected 0 < F <= 1 (a fraction of the original MACs), found {target_macs}")
+    if round_to < 1:
+        raise PlanError(f"round_to: expected >= 1, found {round_to}")
+
+
 def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: str = "bn", local: bool = False,
               threshold: float | None = None, target_macs: float | None = None, round_to: int = 8,
               min_keep: float = 0.1, overrides: list | None = None, seed: int = 0) -> PruningPlan:
@@ -101,15 +113,7 @@ def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: 
     channels scoring below it, |gamma| for ``bn``) or ``target_macs`` (fraction of the original MACs) is used.
     ``overrides``: [(glob, ratio_or_None)] per-layer local ratios (None = exclude), NNI config_list style.
     """
-    chosen = [x is not None for x in (ratio, threshold, target_macs)]
-    if sum(chosen) != 1:
-        raise PlanError("give exactly one of ratio, threshold or target_macs")
-    if ratio is not None and not 0 <= ratio < 1:
-        raise PlanError(f"ratio: expected 0 <= ratio < 1, found {ratio}")
-    if target_macs is not None and not 0 < target_macs <= 1:
-        raise PlanError(f"target_macs: expected 0 < F <= 1 (a fraction of the original MACs), found {target_macs}")
-    if round_to < 1:
-        raise PlanError(f"round_to: expected >= 1, found {round_to}")
+    check_selection(ratio, threshold, target_macs, round_to)
     if not graph.groups:
         raise PlanError("the model has no prunable channel group (every channel is fixed by the head, the input, "
                         "ignored layers or ops the tracer cannot follow)")
@@ -127,16 +131,32 @@ def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: 
             if any(fnmatch.fnmatch(m, pat) or m == pat for m in g.modules()):
                 local_ratio[g.gid] = r
 
-    def counts_at(tau: float | None, frac: float | None) -> dict:
+    # one global ranking; ties (e.g. a fresh model's γ = 1 everywhere) are spread evenly over the groups
+    keys = []
+    for gi, (s, o) in enumerate(zip(scores, order)):
+        within = np.empty(len(s))
+        within[o] = np.arange(len(s)) / len(s)
+        keys += [(float(s[k]), within[k], gi) for k in range(len(s))]
+    rank_order = sorted(range(len(keys)), key=lambda i: keys[i][:2])
+    global_rank = np.empty(len(keys), dtype=np.int64)
+    global_rank[rank_order] = np.arange(len(keys))
+    ranks, start = [], 0
+    for s in scores:
+        ranks.append(global_rank[start:start + len(s)])
+        start += len(s)
+
+    def counts_at(n_global: int | None = None, frac: float | None = None) -> dict:
         counts = {}
-        for g, s, fl in zip(graph.groups, scores, floors):
+        for g, s, rk, fl in zip(graph.groups, scores, ranks, floors):
             if g.gid in local_ratio:
                 r_local = local_ratio[g.gid]
                 want = 0 if r_local is None else int(r_local * g.width)
             elif frac is not None:
                 want = int(frac * g.width)
+            elif n_global is not None:
+                want = int((rk < n_global).sum())
             else:
-                want = int((s < tau).sum())
+                want = int((s < threshold).sum())
             want = min(want, g.width - fl)
             kept = _round_kept(g.width, g.width - want, round_to)
             counts[g.gid] = g.width - kept
@@ -147,39 +167,36 @@ def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: 
     total = sum(g.width for g in graph.groups)
 
     if threshold is not None:
-        counts = counts_at(threshold, None)
+        counts = counts_at()
     elif ratio is not None and local:
-        counts = counts_at(None, ratio)
+        counts = counts_at(frac=ratio)
     else:
-        all_scores = np.unique(np.concatenate(scores))
-        cand = np.append(all_scores, all_scores[-1] + 1.0)
-
-        def ok(i):
-            c = counts_at(float(cand[i]), None)
+        def ok(n):
+            c = counts_at(n)
             if ratio is not None:
                 return sum(c.values()) >= ratio * total - 1e-9
             return macs_model.macs(c) <= target_macs * base_macs
-        lo, hi = 0, len(cand) - 1
-        if not ok(hi):
-            best = counts_at(float(cand[hi]), None)
+        if not ok(total):
+            best = counts_at(total)
             got = macs_model.macs(best) / base_macs if base_macs else 1.0
             what = f"ratio {ratio}" if ratio is not None else f"target MACs {target_macs}"
             raise PlanError(f"{what} is unreachable: with the per-layer floor (keep >= max(round_to={round_to}, "
                             f"{min_keep:.0%})) at most {sum(best.values())}/{total} channels can go "
                             f"(MACs {got:.3f}x)")
-        while lo < hi:  # smallest threshold that meets the target
+        lo, hi = 0, total
+        while lo < hi:  # fewest globally-ranked channels that meet the target
             mid = (lo + hi) // 2
             if ok(mid):
                 hi = mid
             else:
                 lo = mid + 1
-        counts = counts_at(float(cand[lo]), None)
+        counts = counts_at(lo)
 
     remove = {}
-    for g, o in zip(graph.groups, order):
+    for g, rk in zip(graph.groups, ranks):
         r = counts.get(g.gid, 0)
         if r > 0:
-            remove[g.gid] = sorted(int(i) for i in o[:r])
+            remove[g.gid] = sorted(int(i) for i in np.argsort(rk, kind="stable")[:r])
     est = macs_model.macs(counts) / base_macs if base_macs else 1.0
     return PruningPlan(remove, criterion, ratio, threshold, target_macs, round_to, est)
 

@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Prune a detector: physically remove channels, compensate their constant output, write P.pt + P.json.
+
+  python tools/prune.py --weights yolov5n.pt --ratio 0.5 --out runs/prune/yolov5n-p50.pt
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from yolo_prune.prune.run import prune_checkpoint, summary_table  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", "--model", required=True, help="model file: .pt, .yaml, .cfg or .weights")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--ratio", type=float, help="fraction of prunable channels to remove (global by default)")
+    sel.add_argument("--threshold", type=float, help="remove channels whose score (|gamma| for bn) is below T")
+    sel.add_argument("--target-macs", type=float, help="remove channels until MACs <= F x the original")
+    p.add_argument("--criterion", default="bn", choices=["bn", "l1", "l2", "fpgm", "taylor", "random"])
+    p.add_argument("--local", action="store_true", help="apply --ratio per group instead of globally")
+    p.add_argument("--round-to", type=int, default=8, help="kept widths are multiples of N (default 8)")
+    p.add_argument("--min-keep", type=float, default=0.1, help="keep at least this fraction of every group")
+    p.add_argument("--ignore", nargs="*", default=[], help="layer names or globs never to prune")
+    p.add_argument("--config", help="prune.yaml: {layers: {glob: ratio | exclude}}")
+    p.add_argument("--imgsz", type=int, default=640, help="image size for the MACs/params report")
+    p.add_argument("--compensate", default="bias", choices=["bias", "exact"],
+                   help="fold removed channels' constant into the next layer's bias/BN mean (bias), or also "
+                        "correct zero-padded borders with a CompensatedConv2d (exact)")
+    p.add_argument("--no-compensate", action="store_true", help="drop removed channels without compensation")
+    p.add_argument("--mode", default="structured", choices=["structured", "unstructured"])
+    p.add_argument("--amount", type=float, help="unstructured mode: fraction of weights to zero")
+    p.add_argument("--data", help="data yaml (needed by --criterion taylor)")
+    p.add_argument("--show-groups", action="store_true", help="print every channel group and its couplings")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output checkpoint P.pt (P.json is written beside it)")
+    a = p.parse_args(argv)
+    if a.mode == "structured" and a.ratio is None and a.threshold is None and a.target_macs is None:
+        p.error("give one of --ratio, --threshold or --target-macs")
+    report = prune_checkpoint(
+        a.weights, a.out, ratio=a.ratio, criterion=a.criterion, local=a.local, threshold=a.threshold,
+        target_macs=a.target_macs, round_to=a.round_to, min_keep=a.min_keep, ignore=a.ignore, config=a.config,
+        imgsz=a.imgsz, compensate="off" if a.no_compensate else a.compensate, mode=a.mode, amount=a.amount,
+        show_groups=a.show_groups, data=a.data, device=a.device, seed=a.seed)
+    print(summary_table(report))
+    if a.mode == "unstructured":
+        print(f"global sparsity {report['global_sparsity']:.3f} (dense layers, no speed-up expected)")
+    for note in report.get("notes", []):
+        print(f"note: {note}")
+    print(f"wrote {a.out} and {Path(a.out).with_suffix('.json')}"
+          + "".join(f", {x}" for x in [report.get("ultralytics_pt")] + report.get("darknet", []) if x))
+    return report
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

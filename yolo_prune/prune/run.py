@@ -1,0 +1,153 @@
+"""prune_checkpoint: load a model file, prune it, and write P.pt + P.json (and family-native copies)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..models import load
+from ..models.checkpoint import save
+from ..models.spec import CompensatedConv2d
+from ..versions import versions
+from .api import prune_model
+from .plan import PlanError, check_selection
+from .unstructured import prune_unstructured
+
+
+def read_prune_config(path) -> list:
+    """``--config prune.yaml``: {layers: {glob: ratio | exclude}} -> [(glob, ratio or None)] (NNI config_list)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: prune config not found (expected a yaml with a 'layers' mapping)")
+    doc = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("layers"), dict):
+        raise PlanError(f"{p}: field 'layers' expected a mapping of layer-name globs to a ratio or 'exclude', "
+                        f"found {type(doc.get('layers') if isinstance(doc, dict) else doc).__name__}")
+    unknown = set(doc) - {"layers"}
+    if unknown:
+        raise PlanError(f"{p}: unknown field(s) {sorted(unknown)}; only 'layers' is read")
+    out = []
+    for pat, val in doc["layers"].items():
+        if val in ("exclude", None, False):
+            out.append((str(pat), None))
+        elif isinstance(val, (int, float)) and 0 <= val < 1:
+            out.append((str(pat), float(val)))
+        else:
+            raise PlanError(f"{p}: layers['{pat}'] expected a ratio in [0, 1) or 'exclude', found {val!r}")
+    return out
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def summary_table(report: dict) -> str:
+    """A short text table of the result."""
+    rows = [("MACs", f"{report['macs_before'] / 1e9:.3f} G", f"{report['macs_after'] / 1e9:.3f} G",
+             f"{report['macs_after'] / report['macs_before']:.3f}x"),
+            ("params", f"{report['params_before'] / 1e6:.3f} M", f"{report['params_after'] / 1e6:.3f} M",
+             f"{report['params_after'] / report['params_before']:.3f}x")]
+    if "removed_channels" in report:
+        rows.append(("channels removed", "", f"{report['removed_channels']}/{report['prunable_channels']}",
+                     f"{report['removed_channels'] / max(report['prunable_channels'], 1):.1%}"))
+    out = [f"{'':18} {'before':>12} {'after':>14} {'ratio':>8}"]
+    out += [f"{a:18} {b:>12} {c:>14} {d:>8}" for a, b, c, d in rows]
+    if "verification" in report:
+        v = report["verification"]
+        out.append(f"verification: max abs diff {v['max_abs_diff']:.3g}, max rel diff {v['max_rel_diff']:.3g} "
+                   f"(vs unpruned, random input {v['input']})")
+    if "seconds" in report:
+        s = report["seconds"]
+        out.append(f"time: graph {s['graph']:.3f}s, plan {s['plan']:.3f}s, surgery {s['surgery']:.3f}s")
+    return "\n".join(out)
+
+
+def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, threshold=None, target_macs=None,
+                     round_to=8, min_keep=0.1, ignore=(), config=None, imgsz=640, compensate="bias",
+                     mode="structured", amount=None, show_groups=False, data=None, device="cpu",
+                     trace_size=64, seed=0) -> dict:
+    """Load ``weights``, prune, and write ``out`` (.pt) plus ``out`` .json. Nothing is written on error.
+
+    Ultralytics models also get ``<out>.ultralytics.pt`` (opens with ``ultralytics.YOLO``); darknet models get
+    ``<out>.cfg`` + ``<out>.weights``.
+    """
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise PlanError(f"--out: expected a .pt path, found {out}")
+    if mode not in ("structured", "unstructured"):
+        raise PlanError(f"--mode: expected structured or unstructured, found {mode!r}")
+    if mode == "structured":
+        check_selection(ratio, threshold, target_macs, round_to)
+    det = load(weights, device=device)
+    overrides = read_prune_config(config) if config else None
+    if show_groups:
+        from ..graph import trace
+        from .plan import resolve_names
+        names = [n for n, _ in det.named_modules() if n]
+        graph = trace(det, imgsz=trace_size, ignore=resolve_names(ignore, names))
+        print(graph)
+        if graph.not_run:
+            print(f"layers that never ran in the trace (left untouched): {', '.join(graph.not_run)}")
+    if mode == "unstructured":
+        if amount is None:
+            raise PlanError("--mode unstructured needs --amount (fraction of weights to zero)")
+        from ..eval.profile import profile
+        before = profile(det, imgsz)
+        report = prune_unstructured(det, amount)
+        report.update(macs_before=before["macs"], macs_after=profile(det, imgsz)["macs"],
+                      params_before=before["params"], params_after=before["params"])
+    else:
+        grad_fn = None
+        if criterion == "taylor":
+            if data is None:
+                raise PlanError("--criterion taylor needs --data D.yaml (gradients from a few real batches)")
+            from .taylor import taylor_grad_fn
+            grad_fn = taylor_grad_fn(data, imgsz=min(imgsz, 320))
+        report = prune_model(det, ratio, criterion=criterion, local=local, threshold=threshold,
+                             target_macs=target_macs, round_to=round_to, min_keep=min_keep, ignore=ignore,
+                             overrides=overrides, imgsz=imgsz, trace_size=trace_size, compensate=compensate,
+                             grad_fn=grad_fn, seed=seed)
+    meta = {"source": str(weights), "mode": mode, "criterion": criterion, "ratio": ratio, "threshold": threshold,
+            "target_macs": target_macs, "round_to": round_to, "amount": amount,
+            "compensate": report.get("compensate"), "imgsz": imgsz,
+            "macs_before": report["macs_before"], "macs_after": report["macs_after"],
+            "params_before": report["params_before"], "params_after": report["params_after"],
+            "versions": versions()}
+    report = {"weights": str(weights), "out": str(out), "family": det.family, **report, "meta": meta}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    extra_files = []
+    save(det, out, meta=meta)
+    try:
+        if det.family == "ultralytics":
+            if any(isinstance(m, CompensatedConv2d) for m in det.modules()):
+                report["ultralytics_pt"] = None
+                report["notes"] = ["exact compensation adds CompensatedConv2d layers, which ultralytics cannot "
+                                   "load without yolo_prune; no .ultralytics.pt written (use compensate=bias)"]
+            else:
+                from ..models.ultralytics import save_ultralytics_pt
+                p = out.with_suffix(".ultralytics.pt")
+                save_ultralytics_pt(det, p)
+                extra_files.append(p)
+                report["ultralytics_pt"] = str(p)
+        elif det.family == "darknet":
+            if any(isinstance(m, CompensatedConv2d) for m in det.modules()):
+                report["notes"] = ["exact compensation cannot be expressed in a darknet cfg; no .cfg/.weights "
+                                   "written (use compensate=bias)"]
+            else:
+                from ..models.darknet import write_cfg, write_weights
+                extra_files += [write_cfg(det, out.with_suffix(".cfg")), write_weights(det, out.with_suffix(".weights"))]
+                report["darknet"] = [str(p) for p in extra_files[-2:]]
+        _atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=1, default=str))
+    except BaseException:
+        for p in [out, *extra_files]:
+            Path(p).unlink(missing_ok=True)
+        raise
+    return report
+
