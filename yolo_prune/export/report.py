@@ -107,11 +107,16 @@ def _short(name: str) -> str:
     return ".".join(parts) or name
 
 
+def _natural(name: str) -> list:
+    """model.model.2.cv1 sorts before model.model.12.cv1."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in name.split(".")]
+
+
 def kept_channels(widths_before: dict, widths_after: dict, layers=None) -> list[tuple[str, int, int]]:
     """(layer, channels before, channels after) for ``layers`` (default: every layer whose output shrank)."""
     if layers is None:
         layers = [n for n, w in widths_before.items() if n in widths_after and widths_after[n][1] != w[1]]
-    return [(n, int(widths_before[n][1]), int(widths_after[n][1])) for n in layers
+    return [(n, int(widths_before[n][1]), int(widths_after[n][1])) for n in sorted(layers, key=_natural)
             if n in widths_before and n in widths_after]
 
 
