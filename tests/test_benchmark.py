@@ -74,6 +74,16 @@ def test_benchmark_rows_outputs_and_skips(tmp_path):
     assert torch.get_num_threads() >= 1  # restored, not left at 1 by the benchmark
 
 
+def test_op_profile_table(tmp_path):
+    wide, narrow = _model(WideNet(2), "wide"), _model(TinyNet(2), "narrow")
+    rows = run_benchmark([wide, narrow], imgsz=32, runs=2, warmup=0, backends=("ort-cpu",), threads=1,
+                         out=tmp_path, op_profile=True)
+    assert all(r["op_ms"] and all(v >= 0 for v in r["op_ms"].values()) for r in rows)
+    assert "Conv" in rows[0]["op_ms"]
+    ops = (tmp_path / "ops.md").read_text()
+    assert "vs wide" in ops and "| Conv |" in ops and "| all |" in ops
+
+
 def test_benchmark_eval_plumbing_and_map_plot(tmp_path, monkeypatch):
     coco = pytest.importorskip("yolo_prune.eval.coco", reason="evaluator not landed yet")
     seen = []

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads for torch and onnxruntime")
     ap.add_argument("--no-trt-fp16", action="store_true", help="run ort-trt in fp32 (default fp16)")
     ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--op-profile", action="store_true",
+                    help="also profile each ort-cpu model per ONNX op type (DIR/ops.md): where latency lags MACs")
     ap.add_argument("--eval", action="store_true", help="also measure mAP of each model")
     ap.add_argument("--data", default=None, help="--eval: data yaml")
     ap.add_argument("--images", default=None, help="--eval: image folder (with --ann)")
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     try:
         run_benchmark(args.weights, imgsz=imgsz, batches=tuple(args.batch), runs=args.runs, warmup=args.warmup,
                       backends=tuple(args.backends), threads=args.threads, out=args.out, eval_kwargs=eval_kwargs,
-                      trt_fp16=not args.no_trt_fp16, opset=args.opset)
+                      trt_fp16=not args.no_trt_fp16, opset=args.opset, op_profile=args.op_profile)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -130,6 +130,60 @@ def interleaved_times(runners: list, runs: int, warmup: int, desc: str = "timing
     return times
 
 
+def ort_op_profile(path, imgsz: tuple[int, int], batch: int = 1, runs: int = 20, threads: int | None = 1) -> dict:
+    """Milliseconds per call spent in each ONNX op type on onnxruntime's CPU provider (its own profiler).
+
+    Shows where a pruned model's latency does not follow its MACs: ops whose cost scales with activations
+    (SiLU, Concat, Add) shrink linearly with the channels kept while conv MACs shrink about quadratically;
+    head/decode ops (DFL Softmax, Sigmoid, Transpose) do not shrink at all; layout reorders appear around convs
+    whose widths are not multiples of the CPU's blocked layout (16 channels with AVX-512, 8 with AVX2).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"yolo_prune_ortprof_{os.getpid()}")
+    if threads:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    run = session_runner(session, imgsz, batch)
+    for _ in range(runs):
+        run()
+    trace = Path(session.end_profiling())
+    try:
+        events = json.loads(trace.read_text())
+    finally:
+        trace.unlink(missing_ok=True)
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1000.0 / runs
+    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+
+
+def op_profile_markdown(rows: list[dict]) -> str:
+    """Per op type: the reference model's ms and each model's ms as a ratio of it (rows with ``op_ms``)."""
+    lines = []
+    by_model = {r["model"]: r for r in rows if r.get("op_ms")}
+    for ref_name in dict.fromkeys(r.get("reference") for r in by_model.values()):
+        ref = by_model.get(ref_name)
+        if ref is None:
+            continue
+        group = [r for r in by_model.values() if r.get("reference") == ref_name]
+        total = sum(ref["op_ms"].values())
+        lines += [f"### per op type, vs {ref_name} (ms per call, ratio to {ref_name}; onnxruntime CPU profiler)", "",
+                  "| op | " + " | ".join(r["model"] for r in group) + " | share of " + ref_name + " |",
+                  "|---|" + "---|" * (len(group) + 1)]
+        for op, ms in ref["op_ms"].items():
+            cells = [f"{ms:.2f}" if r is ref else f"{r['op_ms'].get(op, 0.0) / ms:.2f}x" if ms else "-"
+                     for r in group]
+            lines.append(f"| {op} | " + " | ".join(cells) + f" | {ms / total:.1%} |")
+        sums = [f"{total:.2f}" if r is ref else f"{sum(r['op_ms'].values()) / total:.2f}x" for r in group]
+        lines += ["| all | " + " | ".join(sums) + " | 100% |", ""]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------------- models
 class _Entry:
     """One model of the benchmark: a PyTorch Detector and/or an ONNX file, with its MACs/params per image."""
@@ -238,13 +292,14 @@ def _ort_session(path: Path, backend: str, threads, trt_fp16: bool):
 # --------------------------------------------------------------------------------------------------- main entry
 def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmup: int = 10,
                   backends=("torch", "ort-cpu"), threads: int | None = None, out=None, eval_kwargs: dict | None = None,
-                  trt_fp16: bool = True, opset: int = 17) -> list[dict]:
+                  trt_fp16: bool = True, opset: int = 17, op_profile: bool = False) -> list[dict]:
     """Time every model x backend x batch; write ``out/bench.md``, ``out/bench.json`` and PNG plots.
 
     ``weights``: checkpoints/yaml/cfg (anything ``yolo_prune.models.load`` reads), exported ``.onnx`` files
     and/or in-memory Detectors (labelled by their ``label`` attribute, else the class name). ``threads``: fixes torch's and onnxruntime's intra-op threads (None = library defaults; set it for
     reproducible CPU numbers). ``eval_kwargs``: when given, each model's mAP is measured once with
     ``yolo_prune.eval.coco.evaluate(model, **eval_kwargs)`` (the ONNX file through ``OrtDetector``).
+    ``op_profile``: also profile every ``ort-cpu`` model per ONNX op type (``op_ms`` in the rows, ``ops.md``).
     Returns the rows (one dict per model x backend x batch; skipped ones carry ``status="skipped"`` and
     ``reason``).
     """
@@ -276,7 +331,7 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
             _evaluate_all(entries, eval_kwargs, threads)
         for backend in backends:
             for batch in batches:
-                case_rows, runners = [], []
+                case_rows, case_entries, runners = [], [], []
                 for entry in entries:
                     row = {"model": entry.label, "weights": entry.weights, "architecture": entry.architecture,
                            "backend": backend, "batch": int(batch), "imgsz": list(hw), "macs": entry.macs,
@@ -287,6 +342,7 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
                         runners.append(_prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads,
                                                 trt_fp16))
                         case_rows.append(row)
+                        case_entries.append(entry)
                     except CaseSkipped as e:
                         reason = str(e)
                         if isinstance(e, BackendUnavailable):
@@ -299,6 +355,10 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
                     times = interleaved_times(runners, runs, warmup, desc=f"{backend} b{batch}")
                     for row, t in zip(case_rows, times):
                         row.update(_stats(t, batch))
+                    if op_profile and backend == "ort-cpu":
+                        for row, entry in zip(case_rows, case_entries):
+                            row["op_ms"] = ort_op_profile(entry.onnx_for(batch, onnx_dir, opset), hw, batch,
+                                                          runs=max(5, min(runs, 20)), threads=threads)
                 del runners  # frees sessions / GPU copies before the next backend
     finally:
         torch.set_num_threads(saved_threads)
@@ -311,6 +371,8 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     print(md)
     _atomic_write(out_dir / "bench.md", md)
     _atomic_write(out_dir / "bench.json", json.dumps({"environment": env, "rows": rows}, indent=2))
+    if any(r.get("op_ms") for r in rows):
+        _atomic_write(out_dir / "ops.md", op_profile_markdown(rows))
     plot_latency_vs_macs(rows, out_dir / "latency_vs_macs.png")
     if any(r["map50_95"] is not None and r["status"] == "ok" for r in rows):
         plot_map_vs_latency(rows, out_dir / "map_vs_latency.png")
