@@ -4,7 +4,6 @@
   python tools/prune.py --weights yolov5n.pt --ratio 0.5 --out runs/prune/yolov5n-p50.pt
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 

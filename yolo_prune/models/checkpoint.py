@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ..io import atomic_write
 
 FORMAT = "yolo_prune"
 VERSION = 1
@@ -13,17 +14,7 @@ VERSION = 1
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """torch.save into a temp file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def checkpoint_dict(detector, meta: dict | None = None, **extra) -> dict:

@@ -16,7 +16,6 @@ of one single-channel convolution per compensated layer.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models.spec import CompensatedConv2d, set_module

@@ -1,14 +1,11 @@
 """prune_checkpoint: load a model file, prune it, and write P.pt + P.json (and family-native copies)."""
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
-import torch
 import yaml
 
+from ..io import atomic_write_json
 from ..models import load
 from ..models.checkpoint import save
 from ..models.spec import CompensatedConv2d
@@ -39,13 +36,6 @@ def read_prune_config(path) -> list:
         else:
             raise PlanError(f"{p}: layers['{pat}'] expected a ratio in [0, 1) or 'exclude', found {val!r}")
     return out
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def summary_table(report: dict) -> str:
@@ -144,7 +134,7 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
                 from ..models.darknet import write_cfg, write_weights
                 extra_files += [write_cfg(det, out.with_suffix(".cfg")), write_weights(det, out.with_suffix(".weights"))]
                 report["darknet"] = [str(p) for p in extra_files[-2:]]
-        _atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=1, default=str))
+        atomic_write_json(out.with_suffix(".json"), report)
     except BaseException:
         for p in [out, *extra_files]:
             Path(p).unlink(missing_ok=True)

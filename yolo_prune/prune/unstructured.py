@@ -1,7 +1,6 @@
 """Unstructured magnitude pruning (masks made permanent): for comparison only, it gives no speed-up."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
