@@ -303,6 +303,8 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     Returns the rows (one dict per model x backend x batch; skipped ones carry ``status="skipped"`` and
     ``reason``).
     """
+    from yolo_prune.io import atomic_write_text
+
     from .onnx import _imgsz_hw
     from .plots import plot_latency_vs_macs, plot_map_vs_latency
 
@@ -369,10 +371,10 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
 
     md = to_markdown(rows, env)
     print(md)
-    _atomic_write(out_dir / "bench.md", md)
-    _atomic_write(out_dir / "bench.json", json.dumps({"environment": env, "rows": rows}, indent=2))
+    atomic_write_text(out_dir / "bench.md", md)
+    atomic_write_text(out_dir / "bench.json", json.dumps({"environment": env, "rows": rows}, indent=2))
     if any(r.get("op_ms") for r in rows):
-        _atomic_write(out_dir / "ops.md", op_profile_markdown(rows))
+        atomic_write_text(out_dir / "ops.md", op_profile_markdown(rows))
     plot_latency_vs_macs(rows, out_dir / "latency_vs_macs.png")
     if any(r["map50_95"] is not None and r["status"] == "ok" for r in rows):
         plot_map_vs_latency(rows, out_dir / "map_vs_latency.png")
@@ -478,14 +480,3 @@ def to_markdown(rows: list[dict], env: dict) -> str:
         for (backend, reason), models in skipped.items():
             lines.append(f"- skipped {backend} ({', '.join(sorted(set(models)))}): {reason}")
     return "\n".join(lines) + "\n"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

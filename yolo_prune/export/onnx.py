@@ -266,17 +266,6 @@ def _io_desc(values) -> list[dict]:
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # --------------------------------------------------------------------------------------------------- export
 def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = False, opset: int = 17,
                 half: bool = False, simplify: bool = False, nms: bool = False, device="cpu",
@@ -292,6 +281,7 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
     import onnx
 
     from yolo_prune.eval import profile
+    from yolo_prune.io import atomic_write_text
 
     from .ort import make_session
 
@@ -429,6 +419,9 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
         providers_used = session.get_providers()
         inputs, outputs = _io_desc(proto.graph.input), _io_desc(proto.graph.output)
         del session
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600; give the usual permissions
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -467,7 +460,7 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
         "versions": _versions(),
         "seconds": round(time.time() - t0, 2),
     }
-    _atomic_write_text(Path(str(out) + ".json"), json.dumps(report, indent=2))
+    atomic_write_text(Path(str(out) + ".json"), json.dumps(report, indent=2))
     return report
 
 

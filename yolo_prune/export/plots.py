@@ -1,8 +1,6 @@
 """Benchmark plots (matplotlib Agg, written atomically): latency vs MACs with the ideal line, mAP vs latency."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 
@@ -16,16 +14,9 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from yolo_prune.io import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
 def _series(rows, by_architecture: bool = False):
