@@ -30,7 +30,7 @@ def test_end_to_end_outputs_and_report(tiny_run):
     out, _, summary = tiny_run
     expected = {"data": ["shapes/data.yaml"], "baseline": ["best.pt", "results.csv"], "eval_baseline": ["metrics.json"],
                 "sparse": ["sparse.pt", "results.csv", "metrics.json"],
-                "prune": ["pruned.pt", "prune_report.json", "gamma.json"], "eval_pruned": ["metrics.json"],
+                "prune": ["pruned.pt", "pruned.json", "gamma.json"], "eval_pruned": ["metrics.json"],
                 "finetune": ["best.pt", "results.csv"], "eval_finetuned": ["metrics.json"],
                 "export": ["baseline.onnx", "final.onnx", "final.onnx.json"], "benchmark": ["bench.json", "bench.md"]}
     for stage, files in expected.items():

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:0 (default: cuda when available)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="any cfg/pipeline.yaml key")
-    ap.add_argument("--out", default=None, help="run folder (default runs/pipeline)")
+    ap.add_argument("--out", default=None, help="run folder (default runs/demo)")
     args = ap.parse_args(argv)
 
     import yaml

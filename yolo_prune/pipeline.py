@@ -7,7 +7,7 @@ numbered subfolder of the run folder::
     0_baseline/        yolov8n trained from its yaml (only without --weights)
     1_eval_baseline/   metrics.json
     2_sparse/          sparse.pt (model only), last.pt, results.csv, metrics.json
-    3_prune/           pruned.pt, prune_report.json, gamma.json
+    3_prune/           pruned.pt, pruned.json (pruning report), gamma.json
     4_eval_pruned/     metrics.json
     5_finetune/        best.pt, last.pt, results.csv
     6_eval_finetuned/  metrics.json
@@ -163,6 +163,10 @@ def _check_values(cfg: dict) -> None:
         raise ValueError(f"pipeline config 'target_macs': expected 0 < F <= 1, found {cfg['target_macs']}")
     if cfg["ratio"] is not None and not 0 < float(cfg["ratio"]) < 1:
         raise ValueError(f"pipeline config 'ratio': expected 0 < r < 1, found {cfg['ratio']}")
+    if cfg["compensate"] not in ("bias", "exact", "off"):
+        raise ValueError(f"pipeline config 'compensate': expected bias, exact or off, found {cfg['compensate']!r}")
+    if not isinstance(cfg["ignore"], list):
+        raise ValueError(f"pipeline config 'ignore': expected a list of layer names or globs, found {cfg['ignore']!r}")
     if float(cfg["sr"]) < 0:
         raise ValueError(f"pipeline config 'sr': expected >= 0, found {cfg['sr']}")
     if not 0 <= float(cfg["warn_map_drop"]) <= 1:
@@ -404,34 +408,35 @@ def _removed_channels(before: dict, after_model) -> dict:
 
 def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict, dict]:
     from .graph import prunable_bn_names
-    from .models import checkpoint, load
-    from .prune import prune_model
+    from .models import load
+    from .prune.run import prune_checkpoint
 
     cfg = run.cfg
     det = load(source)
     names = prunable_bn_names(det)
     gamma_sparse = _bn_gammas(det, names)
     gamma_base = _bn_gammas(load(baseline), names)
-    report = prune_model(det, ratio=cfg["ratio"], criterion=cfg["criterion"], local=bool(cfg["local"]),
-                         threshold=cfg["threshold"], target_macs=cfg["target_macs"], round_to=cfg["round_to"],
-                         min_keep=float(cfg["min_keep"]), imgsz=cfg["imgsz"], seed=cfg["seed"])
-    removed = _removed_channels(gamma_sparse, det)
+    out = folder / "pruned.pt"
+    report = prune_checkpoint(str(source), out, ratio=cfg["ratio"], criterion=cfg["criterion"],
+                              local=bool(cfg["local"]), threshold=cfg["threshold"], target_macs=cfg["target_macs"],
+                              round_to=cfg["round_to"], min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]),
+                              imgsz=cfg["imgsz"], compensate=cfg["compensate"], seed=cfg["seed"])
+    removed = _removed_channels(gamma_sparse, load(out))
     removed_vals = [gamma_sparse[n][i] for n, idx in removed.items() for i in idx]
-    kept_vals = [v for n, g in gamma_sparse.items() for i, v in enumerate(g) if i not in set(removed.get(n, ()))]
-    # the |γ| line the plan effectively drew: largest removed value (bn criterion, global ranking)
+    n_channels = sum(len(g) for g in gamma_sparse.values())
+    # the |γ| line the plan effectively drew: the largest removed value (bn criterion, global ranking)
     cut = max(removed_vals) if removed_vals else None
-    meta = {k: report[k] for k in ("criterion", "ratio", "threshold", "target_macs", "macs_before", "macs_after",
-                                   "params_before", "params_after", "macs_ratio", "removed_channels")}
-    meta["source"] = str(source)
-    checkpoint.save(det, folder / "pruned.pt", meta=meta)
-    _atomic_write_text(folder / "prune_report.json", json.dumps(_jsonable(report), indent=1))
     gamma = {"before_sparse": gamma_base, "after_sparse": gamma_sparse, "removed": removed, "threshold": cut,
-             "removed_count": len(removed_vals), "kept_count": len(kept_vals)}
+             "removed_count": len(removed_vals), "kept_count": n_channels - len(removed_vals)}
     _atomic_write_text(folder / "gamma.json", json.dumps(gamma))
-    result = {**meta, "verification": report.get("verification"), "seconds": report["seconds"]["total"],
-              "gamma_threshold": cut, "prunable_bn_channels": len(removed_vals) + len(kept_vals)}
-    return ({"pruned": folder / "pruned.pt", "report": folder / "prune_report.json", "gamma": folder / "gamma.json"},
-            result)
+    result = {k: report.get(k) for k in ("criterion", "ratio", "threshold", "target_macs", "macs_before",
+                                         "macs_after", "params_before", "params_after", "macs_ratio",
+                                         "removed_channels", "prunable_channels", "verification", "compensate")}
+    result.update(seconds=report["seconds"]["total"], gamma_threshold=cut)
+    outputs = {"pruned": out, "report": out.with_suffix(".json"), "gamma": folder / "gamma.json"}
+    if report.get("ultralytics_pt"):
+        outputs["ultralytics"] = report["ultralytics_pt"]
+    return outputs, result
 
 
 def _model_only(src: Path, dst: Path, stage: str) -> Path:
@@ -549,13 +554,15 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
 
     # 3: prune
     prune_params = {k: cfg[k] for k in ("target_macs", "ratio", "threshold", "criterion", "local", "round_to",
-                                        "min_keep", "imgsz", "seed")}
+                                        "min_keep", "ignore", "compensate", "imgsz", "seed")}
     folder = out / STAGE_DIRS["prune"]
     target = ["--target-macs", cfg["target_macs"]] if cfg["target_macs"] is not None else \
         ["--ratio", cfg["ratio"]] if cfg["ratio"] is not None else ["--threshold", cfg["threshold"]]
     prune_cmd = _shell(["python", "tools/prune.py", "--weights", to_prune, *target, "--criterion", cfg["criterion"],
                         *(["--local"] if cfg["local"] else []), "--round-to", cfg["round_to"], "--min-keep",
-                        cfg["min_keep"], "--imgsz", imgsz, "--out", folder / "pruned.pt"])
+                        cfg["min_keep"], *(["--ignore", *cfg["ignore"]] if cfg["ignore"] else []),
+                        *(["--no-compensate"] if cfg["compensate"] == "off" else ["--compensate", cfg["compensate"]]),
+                        "--imgsz", imgsz, "--seed", cfg["seed"], "--out", folder / "pruned.pt"])
     prune_stage = run.stage("prune", prune_params, [sparse_stage, base_stage], {},
                             lambda f: _prune(run, to_prune, baseline, f), prune_cmd)
     pruned = prune_stage.out("pruned")
