@@ -231,6 +231,11 @@ def test_export_tool_reports_bad_input_without_traceback(tmp_path, capsys):
     assert tool.main(["--weights", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.onnx")]) == 1
     err = capsys.readouterr().err
     assert "nope.pt" in err and "checkpoint not found" in err
+    if V4_CFG.is_file() and not torch.cuda.is_available():
+        assert tool.main(["--weights", str(V4_CFG), "--imgsz", "32", "--verify-providers", "cuda",
+                          "--out", str(tmp_path / "y.onnx")]) == 1
+        err = capsys.readouterr().err
+        assert "CUDAExecutionProvider" in err and "Traceback" not in err and not (tmp_path / "y.onnx").exists()
 
 
 # ------------------------------------------------------------------------------------------------ mAP parity

@@ -3,6 +3,12 @@
 
     python tools/export_onnx.py --weights W --imgsz 640 [--batch 1] [--dynamic] [--opset 17] [--half]
                                 [--simplify] [--nms] --out model.onnx
+
+Graph input 'images' (batch, 3, H, W) float 0..1 RGB. Output 'output0' (batch, boxes, 4 + nc): cx, cy, w, h in
+input pixels, then class scores 0..1 (objectness multiplied in), i.e. the Detector's eval output. With --nms
+also 'detections' (K, 7): batch_index, x1, y1, x2, y2, class, score after per-class NMS. The file is written
+only if onnxruntime reproduces PyTorch (|d| <= 1e-3 + 1e-5 |ref|); names, strides and the export settings go
+into the ONNX metadata and into <out>.json.
 """
 import argparse
 import sys
@@ -26,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iou", type=float, default=0.45, help="--nms IoU threshold")
     ap.add_argument("--max-det", type=int, default=100, help="--nms boxes kept per class and image")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--verify-providers", nargs="+", default=None,
+                    help="onnxruntime providers for the check (cpu, cuda, trt; default cpu, cuda with --half)")
     ap.add_argument("--out", required=True, help="output .onnx path (its folder is created)")
     args = ap.parse_args(argv)
 
@@ -40,7 +48,8 @@ def main(argv=None) -> int:
     try:
         report = export_onnx(source, args.out, imgsz=imgsz, batch=args.batch, dynamic=args.dynamic,
                              opset=args.opset, half=args.half, simplify=args.simplify, nms=args.nms,
-                             device=args.device, nms_conf=args.conf, nms_iou=args.iou, max_det=args.max_det)
+                             device=args.device, nms_conf=args.conf, nms_iou=args.iou, max_det=args.max_det,
+                             providers=args.verify_providers)
     except (ExportError, ProviderUnavailableError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
