@@ -1,0 +1,59 @@
+"""Entry points the tools call: sparse training and fine-tuning from a model file, or resuming a run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .loop import resume, train
+
+
+def _nc_of(data) -> int:
+    from ..data.yolo import load_data_yaml
+
+    return load_data_yaml(data)["nc"]
+
+
+def _load_model(weights, data):
+    from ..models import load
+
+    suffix = Path(str(weights)).suffix.lower()
+    # a yaml/cfg builds a fresh model, so it takes the dataset's class count; files with weights keep theirs
+    nc = _nc_of(data) if suffix in {".yaml", ".yml", ".cfg"} else None
+    return load(weights, nc=nc)
+
+
+def sparse_train(weights=None, data=None, out_dir="runs/sparse", overrides: dict | None = None, cfg_file=None,
+                 resume_dir=None, hooks: dict[str, list[Callable]] | None = None) -> dict:
+    """Sparsity training (network slimming): ``weights`` is anything yolo_prune.models.load accepts (a yaml
+    trains from scratch). ``overrides['sr']`` sets the penalty (0 = plain training)."""
+    if resume_dir is not None:
+        return resume(resume_dir, hooks=hooks)
+    if weights is None or data is None:
+        raise ValueError("sparse_train: --weights and --data are required unless --resume DIR is given")
+    detector = _load_model(weights, data)
+    return train(detector, data, out_dir=out_dir, overrides=overrides, cfg_file=cfg_file, hooks=hooks,
+                 stage="sparse" if float((overrides or {}).get("sr") or 0) > 0 else "train")
+
+
+def finetune(weights=None, data=None, out_dir="runs/finetune", overrides: dict | None = None, cfg_file=None,
+             resume_dir=None, teacher=None, hooks: dict[str, list[Callable]] | None = None) -> dict:
+    """Fine-tune a (pruned) checkpoint without sparsity. The Detector is rebuilt from the checkpoint's own spec,
+    so its pruned widths are kept. ``teacher``: path of the unpruned model for output distillation."""
+    if resume_dir is not None:
+        return resume(resume_dir, hooks=hooks)
+    if weights is None or data is None:
+        raise ValueError("finetune: --weights and --data are required unless --resume DIR is given")
+    overrides = dict(overrides or {})
+    if float(overrides.get("sr") or 0) > 0:
+        raise ValueError("finetune: sr must be 0 (fine-tuning recovers accuracy; use sparse_train for sparsity)")
+    overrides["sr"] = 0.0
+    detector = _load_model(weights, data)
+    teacher_model = None
+    if teacher is not None:
+        from ..models import load
+
+        teacher_model = load(teacher)
+        if teacher_model.nc != detector.nc:
+            raise ValueError(f"{teacher}: teacher has {teacher_model.nc} classes, the student {detector.nc}")
+    return train(detector, data, out_dir=out_dir, overrides=overrides, cfg_file=cfg_file, hooks=hooks,
+                 teacher=teacher_model, stage="finetune", teacher_source=None if teacher is None else str(teacher))

@@ -1,0 +1,51 @@
+"""Training hyperparameters: defaults from cfg/train.yaml, overrides checked against them."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import yaml
+
+DEFAULTS_FILE = Path(__file__).resolve().parents[2] / "cfg" / "train.yaml"
+
+
+def load_defaults(path=DEFAULTS_FILE) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: training defaults missing (cfg/train.yaml ships with yolo_prune)")
+    return yaml.safe_load(p.read_text()) or {}
+
+
+def check_keys(overrides: dict, defaults: dict, source: str = "training config") -> None:
+    """Reject unknown keys, suggesting the closest known one."""
+    for key in overrides:
+        if key not in defaults:
+            near = difflib.get_close_matches(str(key), list(defaults), n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+            raise KeyError(f"{source}: unknown key {key!r}{hint} (known keys are listed in {DEFAULTS_FILE})")
+
+
+def resolve(overrides: dict | None = None, cfg_file=None) -> dict:
+    """defaults <- cfg_file (yaml) <- overrides; ``None`` values in overrides mean "keep the default"."""
+    cfg = load_defaults()
+    if cfg_file:
+        p = Path(cfg_file)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: training config not found")
+        extra = yaml.safe_load(p.read_text()) or {}
+        check_keys(extra, cfg, source=str(p))
+        cfg.update(extra)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    check_keys(overrides, cfg)
+    cfg.update(overrides)
+    if cfg["optimizer"] not in ("SGD", "AdamW"):
+        raise ValueError(f"training config 'optimizer': expected SGD or AdamW, found {cfg['optimizer']!r}")
+    if cfg["sr_schedule"] not in ("constant", "linear", "cosine"):
+        raise ValueError(f"training config 'sr_schedule': expected constant, linear or cosine, "
+                         f"found {cfg['sr_schedule']!r}")
+    for key in ("epochs", "batch", "imgsz", "nbs"):
+        if int(cfg[key]) < 1:
+            raise ValueError(f"training config '{key}': expected >= 1, found {cfg[key]}")
+    if float(cfg["sr"]) < 0:
+        raise ValueError(f"training config 'sr': expected >= 0, found {cfg['sr']}")
+    return cfg
