@@ -104,6 +104,19 @@ def test_v4_tiny_cfg_with_nms(tmp_path):
     assert np.allclose(xyxy[i], dets[0, 1:5], atol=1e-3) and abs(cand[i, 4 + c] - dets[0, 6]) < 1e-4
 
 
+def test_darknet_cfg_plus_weights(tmp_path):
+    if not V4_CFG.is_file():
+        pytest.skip(f"{V4_CFG} not written yet")
+    from yolo_prune.models.darknet import write_weights
+
+    det = randomize_bn(_load_or_skip(V4_CFG))
+    weights = write_weights(det, tmp_path / "v4.weights")
+    out = tmp_path / "v4w.onnx"
+    report = export_onnx(V4_CFG, out, imgsz=64, weights=weights, verbose=False)
+    assert report["source"] == f"{V4_CFG} + {weights}"
+    assert ort_vs_torch(det, out, [(1, 3, 64, 64)]) < 1e-3  # the file's weights, not a fresh random init
+
+
 def test_pruned_v8n_checkpoint(tmp_path):
     pytest.importorskip("yolo_prune.prune", reason="pruning engine not landed yet")
     from yolo_prune.models import checkpoint

@@ -39,17 +39,12 @@ def main(argv=None) -> int:
 
     from yolo_prune.export import ExportError, ProviderUnavailableError, export_onnx
 
-    source = args.weights
-    if args.darknet_weights:
-        from yolo_prune.models import load
-        source = load(args.weights, weights=args.darknet_weights, device=args.device)
-        source.source = f"{args.weights} + {args.darknet_weights}"
     imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz[:2])
     try:
-        report = export_onnx(source, args.out, imgsz=imgsz, batch=args.batch, dynamic=args.dynamic,
+        report = export_onnx(args.weights, args.out, imgsz=imgsz, batch=args.batch, dynamic=args.dynamic,
                              opset=args.opset, half=args.half, simplify=args.simplify, nms=args.nms,
                              device=args.device, nms_conf=args.conf, nms_iou=args.iou, max_det=args.max_det,
-                             providers=args.verify_providers)
+                             providers=args.verify_providers, weights=args.darknet_weights)
     except (ExportError, ProviderUnavailableError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -119,15 +119,15 @@ def architecture_id(det) -> str:
     return f"{spec.get('family', getattr(det, 'family', ''))}:{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
-def _resolve_model(model_or_path, device):
+def _resolve_model(model_or_path, device, weights=None):
     from yolo_prune.models import load
 
     if isinstance(model_or_path, nn.Module):
         det = model_or_path
         source = getattr(det, "source", None) or f"<in-memory {type(det).__name__}>"
     else:
-        source = str(model_or_path)
-        det = load(model_or_path, device=device)
+        source = str(model_or_path) if weights is None else f"{model_or_path} + {weights}"
+        det = load(model_or_path, device=device, weights=weights)
     for attr in ("names", "strides"):
         if not hasattr(det, attr):
             raise ExportError(f"{source}: not a yolo_prune Detector (attribute '{attr}' missing); load it with "
@@ -270,12 +270,13 @@ def _io_desc(values) -> list[dict]:
 def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = False, opset: int = 17,
                 half: bool = False, simplify: bool = False, nms: bool = False, device="cpu",
                 nms_conf: float = 0.25, nms_iou: float = 0.45, max_det: int = 100, providers=None,
-                verbose: bool = True) -> dict:
+                weights=None, verbose: bool = True) -> dict:
     """Export a Detector (or any file ``yolo_prune.models.load`` reads) to ONNX, verify it, write the sidecar.
 
     ``out`` is written only after verification passed (temp file + rename); its folder is created.
     ``half`` needs ``device="cuda"``: the model is traced in fp16 and verified with onnxruntime's CUDA provider.
     ``providers``: onnxruntime providers for the verification run (default: the CPU).
+    ``weights``: darknet ``.weights`` for a ``.cfg`` path (passed to ``yolo_prune.models.load``).
     Returns the report that is also written to ``<out>.json``.
     """
     import onnx
@@ -307,7 +308,7 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ExportError(f"--device {device} was requested but torch sees no CUDA device")
 
-    det, source = _resolve_model(model_or_path, device=dev)
+    det, source = _resolve_model(model_or_path, device=dev, weights=weights)
     hw = _imgsz_hw(imgsz)
     max_stride = max(det.strides) if det.strides else 32
     if hw[0] % max_stride or hw[1] % max_stride:
