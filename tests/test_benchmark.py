@@ -140,3 +140,18 @@ def test_ratios_compare_within_one_architecture():
     assert by["v5n-p"]["reference"] == "v5n" and by["v8n-p"]["reference"] == "v8n"
     assert by["v5n-p"]["macs_ratio"] == 0.5 and by["v5n-p"]["latency_ratio"] == pytest.approx(0.6)
     assert by["v5n-p"]["ratio_gap"] == pytest.approx(1.2) and by["v8n-p"]["ratio_gap"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow  # two small COCO evaluations at 320 px
+def test_benchmark_real_eval_torch_and_onnx(tmp_path, yolov5n_pt, coco128):
+    pytest.importorskip("yolo_prune.eval.coco", reason="evaluator not landed yet")
+    onnx_file = tmp_path / "v5n.onnx"
+    export_onnx(yolov5n_pt, onnx_file, imgsz=320, dynamic=True, verbose=False)
+    kw = {"images": coco128 / "images" / "val2017", "ann": coco128 / "annotations" / "instances_val2017.json",
+          "imgsz": 320, "max_images": 16, "verbose": False}
+    rows = run_benchmark([yolov5n_pt, onnx_file], imgsz=320, runs=2, warmup=0, backends=("ort-cpu",), threads=1,
+                         out=tmp_path / "b", eval_kwargs=kw)
+    maps = [r["map50_95"] for r in rows]
+    assert all(m is not None and m > 0.05 for m in maps)
+    assert abs(maps[0] - maps[1]) < 0.002
+    assert (tmp_path / "b" / "map_vs_latency.png").stat().st_size > 0

@@ -415,7 +415,7 @@ def _evaluate_all(entries, eval_kwargs: dict, threads) -> None:
 
     for entry in entries:
         model = OrtDetector(entry.weights, providers=None, threads=threads) if entry.is_onnx else entry.detector
-        result = evaluate(model, **eval_kwargs)
+        result = evaluate(model, **{"threads": threads, **eval_kwargs})
         entry.map50_95, entry.map50 = _read_map(result)
 
 
