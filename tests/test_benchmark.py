@@ -95,7 +95,7 @@ def test_benchmark_eval_plumbing_and_map_plot(tmp_path, monkeypatch):
     monkeypatch.setattr(coco, "evaluate", fake_evaluate)
     rows = run_benchmark([_model(WideNet(2), "wide"), _model(TinyNet(2), "narrow")], imgsz=32, runs=2, warmup=0,
                          backends=("ort-cpu",), out=tmp_path, eval_kwargs={"data": "d.yaml", "imgsz": 32})
-    assert [s[0] for s in seen] == ["wide", "narrow"] and seen[0][1] == {"data": "d.yaml", "imgsz": 32}
+    assert [s[0] for s in seen] == ["wide", "narrow"] and seen[0][1] == {"threads": None, "data": "d.yaml", "imgsz": 32}
     assert [r["map50_95"] for r in rows] == [0.25, 0.2] and rows[0]["map50"] == 0.4
     assert (tmp_path / "map_vs_latency.png").stat().st_size > 0
     assert "0.2500" in (tmp_path / "bench.md").read_text()
