@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", required=True, help=".pt (ultralytics, yolov5, yolo_prune), model .yaml or darknet .cfg")
+    ap.add_argument("--weights", required=True,
+                    help=".pt (ultralytics, yolov5, yolo_prune), model .yaml or darknet .cfg")
     ap.add_argument("--darknet-weights", default=None, help="darknet .weights for a .cfg")
     ap.add_argument("--imgsz", type=int, nargs="+", default=[640], help="input size: one value or H W")
     ap.add_argument("--batch", type=int, default=1)

@@ -15,7 +15,8 @@ really uses are checked and recorded.
 Latency is per batch in ms (median, p90, min over ``runs`` timed calls after ``warmup``); MACs are per image.
 The models of one backend x batch are timed round-robin, so on a shared machine every model sees the same load.
 ``macs_ratio`` and ``latency_ratio`` compare each row with the row of the largest-MACs model of the same
-architecture (a pruned model and its unpruned parent share one), backend and batch; ``ratio_gap`` = latency_ratio / macs_ratio is 1.0 when latency falls exactly as MACs do.
+architecture (a pruned model and its unpruned parent share one), backend and batch; ``ratio_gap`` =
+latency_ratio / macs_ratio is 1.0 when latency falls exactly as MACs do.
 """
 from __future__ import annotations
 
@@ -296,7 +297,8 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     """Time every model x backend x batch; write ``out/bench.md``, ``out/bench.json`` and PNG plots.
 
     ``weights``: checkpoints/yaml/cfg (anything ``yolo_prune.models.load`` reads), exported ``.onnx`` files
-    and/or in-memory Detectors (labelled by their ``label`` attribute, else the class name). ``threads``: fixes torch's and onnxruntime's intra-op threads (None = library defaults; set it for
+    and/or in-memory Detectors (labelled by their ``label`` attribute, else the class name).
+    ``threads``: fixes torch's and onnxruntime's intra-op threads (None = library defaults; set it for
     reproducible CPU numbers). ``eval_kwargs``: when given, each model's mAP is measured once with
     ``yolo_prune.eval.coco.evaluate(model, **eval_kwargs)`` (the ONNX file through ``OrtDetector``).
     ``op_profile``: also profile every ``ort-cpu`` model per ONNX op type (``op_ms`` in the rows, ``ops.md``).
@@ -467,7 +469,8 @@ def to_markdown(rows: list[dict], env: dict) -> str:
             f"| {r['model']} | {r['backend']} | {r['batch']} | {r['imgsz'][0]}x{r['imgsz'][1]} "
             f"| {r['latency_ms_median']:.2f} | {r['latency_ms_p90']:.2f} | {r['latency_ms_min']:.2f} "
             f"| {r['images_per_s']:.1f} | {_fmt(r['macs'] and r['macs'] / 1e9, '.3f')} "
-            f"| {_fmt(r['params'] and r['params'] / 1e6, '.3f')} | {_fmt(r['onnx_bytes'] and r['onnx_bytes'] / 1e6, '.2f')} "
+            f"| {_fmt(r['params'] and r['params'] / 1e6, '.3f')} "
+            f"| {_fmt(r['onnx_bytes'] and r['onnx_bytes'] / 1e6, '.2f')} "
             f"| {_fmt(r.get('macs_ratio'), '.3f')} | {_fmt(r.get('latency_ratio'), '.3f')} "
             f"| {_fmt(r.get('ratio_gap'), '.3f')} | {_fmt(r['map50_95'], '.4f')} | {_fmt(r['map50'], '.4f')} "
             f"| {', '.join(p.replace('ExecutionProvider', '') for p in (r['providers'] or []))} |")

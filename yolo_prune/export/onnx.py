@@ -166,7 +166,8 @@ def _explain_export_failure(e: Exception, source: str, opset: int) -> ExportErro
         return ExportError(f"{source}: opset {opset} is too old for an operator in this model: {headline.rstrip('.')}. "
                            f"Use a newer --opset (17 is the default and well supported by onnxruntime)")
     if "Exporting the operator" in headline:
-        return ExportError(f"{source}: the model uses an operator ONNX cannot express: {headline.rstrip('.')}. Replace it "
+        return ExportError(f"{source}: the model uses an operator ONNX cannot express: {headline.rstrip('.')}. "
+                           "Replace it "
                            "with standard tensor ops in the model's forward")
     return ExportError(f"{source}: torch.onnx could not trace this model ({type(e).__name__}: {headline}). The "
                        "exporter needs a Detector whose eval forward returns one tensor (B, N, 4+nc) built from "
