@@ -26,10 +26,8 @@ import copy
 import difflib
 import hashlib
 import json
-import os
 import shlex
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from . import offline  # noqa: F401  (keeps ultralytics offline before anything imports it)
+from .io import atomic_write_text as _atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS_FILE = ROOT / "cfg" / "pipeline.yaml"
@@ -189,18 +188,6 @@ def _check_values(cfg: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 

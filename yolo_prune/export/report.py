@@ -16,26 +16,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from ..io import atomic_write_text as _atomic_write
 from .plots import _pyplot, _save
 
 PLOTS = {"gamma": "gamma_hist.png", "channels": "kept_channels.png", "map_latency": "map_vs_latency.png",
          "curves": "training_curves.png"}
 GAMMA_FLOOR = 1e-6  # |γ| below this is drawn at this value on the log axis
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fmt(v, spec: str, none: str = "-") -> str:
@@ -147,13 +135,16 @@ def plot_kept_channels(channels: list[tuple[str, int, int]], path) -> Path:
 def plot_map_latency(rows: list[dict], backend: str, path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    seen: dict[float, int] = {}
     for r in rows:
         ms = r["latency_ms"].get(backend)
         if ms is None:
             continue
-        ax.scatter([ms], [r["mAP50-95"]], s=50, zorder=3)
-        ax.scatter([ms], [r["mAP50"]], s=50, facecolors="none", edgecolors="grey", zorder=3)
-        ax.annotate(r["stage"], (ms, r["mAP50-95"]), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        k = seen.get(ms, 0)  # rows sharing an architecture share the latency: stack their labels
+        seen[ms] = k + 1
+        dots = ax.scatter([ms], [r["mAP50-95"]], s=50, zorder=3)
+        ax.scatter([ms], [r["mAP50"]], s=50, facecolors="none", edgecolors=dots.get_facecolor(), zorder=3)
+        ax.annotate(r["stage"], (ms, r["mAP50-95"]), textcoords="offset points", xytext=(7, 4 - 11 * k), fontsize=9)
     ax.set_xlabel(f"{backend} latency, batch 1 (ms, median)")
     ax.set_ylabel("mAP50-95 (filled) / mAP50 (hollow)")
     ax.set_title("mAP vs latency per stage output")
