@@ -5,7 +5,6 @@ import contextlib
 import copy
 import io
 import json
-import os
 import time
 import warnings
 from pathlib import Path
