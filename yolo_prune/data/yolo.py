@@ -37,9 +37,10 @@ def load_data_yaml(path) -> dict:
     raw = yaml.safe_load(p.read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{p}: expected a mapping with train/val/names, found {type(raw).__name__}")
-    root = Path(raw["path"]) if raw.get("path") else p.parent
-    if not root.is_absolute():
-        root = (p.parent / root).resolve()
+    root = p.parent.resolve()
+    if raw.get("path"):  # relative roots: beside the yaml when there, else from the working directory
+        r = Path(str(raw["path"]))
+        root = r if r.is_absolute() else ((p.parent / r).resolve() if (p.parent / r).exists() else r.resolve())
     out = {"path": root, "yaml_file": p}
     for split in ("train", "val"):
         if not raw.get(split):
