@@ -244,3 +244,16 @@ def test_ddp_two_gloo_processes(tmp_path, syn):
     assert len(list(csv.DictReader((out / "results.csv").open()))) == 1
     assert not list(out.glob(".*.tmp"))
     assert load(out / "last.pt").nc == 3
+
+
+def test_distill_loss_zero_for_identical_outputs():
+    from yolo_prune.train.distill import distill_loss
+
+    raw = [torch.randn(2, 3, 4, 4, 8), torch.randn(2, 3, 2, 2, 8)]
+    assert abs(float(distill_loss(raw, raw))) < 1e-5
+    assert float(distill_loss([r + torch.randn_like(r) for r in raw], raw)) > 0.1
+    af = {"boxes": torch.randn(2, 64, 10), "scores": torch.randn(2, 3, 10)}
+    assert abs(float(distill_loss(af, af))) < 1e-5
+    assert float(distill_loss({"boxes": torch.randn(2, 64, 10), "scores": torch.randn(2, 3, 10)}, af)) > 0.1
+    with pytest.raises(ValueError, match="student scores has shape"):
+        distill_loss({"boxes": af["boxes"], "scores": torch.randn(2, 4, 10)}, af)

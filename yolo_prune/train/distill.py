@@ -2,7 +2,7 @@
 
 Pruning keeps the head's output channels, so student and teacher raw outputs have the same shapes.
 * anchor-free (ultralytics dict: boxes (B, 4*reg_max, N), scores (B, nc, N)): BCE of the student's class logits
-  towards the teacher's probabilities, and KL divergence of the DFL box distributions weighted by the teacher's
+  towards the teacher's probabilities (minus their entropy, so a perfect copy scores 0), and KL divergence of the DFL box distributions weighted by the teacher's
   confidence; each normalised by the teacher's total confidence, as v8DetectionLoss normalises by its targets.
 * anchor-based (list of (B, na, H, W, 5+nc)): BCE towards the teacher's objectness (mean over cells, like the
   objectness loss), BCE towards its class probabilities and MSE on the box logits, both weighted by the teacher's
@@ -27,6 +27,14 @@ def teacher_mode(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
+def soft_bce(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """BCE towards soft targets minus the targets' own entropy: a KL divergence, 0 when student = teacher."""
+    t = target.clamp(1e-6, 1 - 1e-6)
+    entropy = -(t * t.log() + (1 - t) * (1 - t).log())
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") - entropy
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+
+
 def _check_shapes(s: torch.Tensor, t: torch.Tensor, what: str) -> None:
     if s.shape != t.shape:
         raise ValueError(f"distillation: student {what} has shape {tuple(s.shape)}, teacher {tuple(t.shape)}; the "
@@ -46,11 +54,11 @@ def distill_loss(student_raw, teacher_raw) -> torch.Tensor:
         t = t.detach().float()
         s = s.float()
         t_obj = t[..., 4].sigmoid()
-        total = total + F.binary_cross_entropy_with_logits(s[..., 4], t_obj)
+        total = total + soft_bce(s[..., 4], t_obj)
         w = t_obj.unsqueeze(-1)
         norm = w.sum().clamp(min=1.0)
         if s.shape[-1] > 5:
-            cls = F.binary_cross_entropy_with_logits(s[..., 5:], t[..., 5:].sigmoid(), reduction="none")
+            cls = soft_bce(s[..., 5:], t[..., 5:].sigmoid(), reduction="none")
             total = total + (cls.mean(-1, keepdim=True) * w).sum() / norm
         total = total + (((s[..., :4] - t[..., :4]) ** 2).mean(-1, keepdim=True) * w).sum() / norm
     return total * student_raw[0].shape[0]
@@ -64,7 +72,7 @@ def _anchor_free(s: dict, t: dict) -> torch.Tensor:
     s_scores, t_prob = s["scores"].float(), t["scores"].detach().float().sigmoid()  # (B, nc, N)
     conf = t_prob.max(1)[0]  # (B, N)
     norm = t_prob.sum().clamp(min=1.0)
-    cls = F.binary_cross_entropy_with_logits(s_scores, t_prob, reduction="sum") / norm
+    cls = soft_bce(s_scores, t_prob, reduction="sum") / norm
     b, c, n = s["boxes"].shape
     s_log = s["boxes"].float().view(b, 4, c // 4, n).log_softmax(2)
     t_log = t["boxes"].detach().float().view(b, 4, c // 4, n).log_softmax(2)
