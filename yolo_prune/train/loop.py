@@ -156,7 +156,8 @@ def train(detector, data, epochs: int | None = None, imgsz: int | None = None, b
 
     ``overrides`` are cfg/train.yaml keys (unknown keys raise with a "did you mean"); ``sr`` > 0 turns on the BN-γ
     L1 penalty. ``teacher``: a Detector with the same head, for output distillation (weight ``distill_weight``).
-    Writes ``out_dir/{last.pt,best.pt,results.csv,gamma_hist.png}`` (rank 0 only). Returns a summary dict.
+    Writes ``out_dir/{last.pt,best.pt,results.csv,gamma_hist.png}`` (rank 0 only); the checkpoints and, at the
+    end, ``detector`` itself hold the EMA weights. Returns a summary dict.
     """
     if resume_state is not None:
         cfg = dict(resume_state["cfg"])
@@ -214,10 +215,10 @@ def _run(detector, data_yaml: Path, cfg, out_dir, events, teacher, stage, resume
     loader = build_loader(dataset, batch, int(cfg["workers"]), seed, rank=max(rank, 0), world_size=world)
     nb = len(loader)
 
+    bns = prunable_bns(detector)  # traced on the CPU before moving; module references survive .to()
     detector.to(device)
     for name, p in detector.named_parameters():  # stripped checkpoints may freeze everything; DFL stays fixed
         p.requires_grad_(".dfl" not in name)
-    bns = prunable_bns(detector)
     criterion = build_loss(detector, cfg, imgsz)
     net: nn.Module = detector
     if world > 1:
@@ -379,6 +380,8 @@ def _run(detector, data_yaml: Path, cfg, out_dir, events, teacher, stage, resume
             dist.barrier()
         if state.stop:
             break
+    if ema is not None:  # the caller's Detector ends as the saved one: EMA weights (what best/last.pt hold)
+        detector.load_state_dict(ema.ema.state_dict())
     for fn in events["train_end"]:
         fn(state)
     return {"out_dir": str(out_dir), "epochs_done": state.epoch + 1, "best_fitness": best_fit,
