@@ -28,4 +28,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (KeyError, ValueError, FileNotFoundError) as e:  # bad input: the message says what and where
+        sys.exit(f"error: {e.args[0] if e.args else e}")
