@@ -46,6 +46,8 @@ def test_end_to_end_outputs_and_report(tiny_run):
         assert label in md
     assert "python tools/finetune.py" in md and "python tools/prune.py" in md and "python tools/export_onnx.py" in md
     assert "kept" in md and "speed" in md
+    # 'auto' training settings are resolved in the commands: ultralytics' AdamW rule for 3 classes, nbs = batch
+    assert "lr0=0.001429" in md and "nbs=4" in md and "lr0=auto" not in md
     for png in PNGS:
         assert (out / png).is_file() and (out / png).stat().st_size > 1000, png
         assert f"]({png})" in md
@@ -73,6 +75,12 @@ def test_rerun_after_deleting_finetune_redoes_only_later_stages(tiny_run):
     for name in ("finetune", "eval_finetuned", "export", "benchmark"):
         assert after[name] != before[name], name
     assert (out / "report.md").is_file()
+
+
+def test_auto_lr0_follows_ultralytics_rule():
+    from yolo_prune.pipeline import auto_lr0
+
+    assert auto_lr0("AdamW", 3) == 0.001429 and auto_lr0("AdamW", 80) == 0.000119 and auto_lr0("SGD", 80) == 0.01
 
 
 def test_unknown_keys_are_rejected_with_a_hint(tmp_path):
