@@ -8,6 +8,7 @@ class scores in 0..1.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -213,8 +214,13 @@ def grouped_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     if boxes.shape[0] <= small:
         return torchvision.ops.batched_nms(boxes, scores, groups, iou)
     order = torch.argsort(groups, stable=True)
-    counts = torch.unique_consecutive(groups[order], return_counts=True)[1].tolist()
-    keep = torch.cat([idx[torchvision.ops.nms(boxes[idx], scores[idx], iou)] for idx in order.split(counts)])
+    counts = torch.unique_consecutive(groups[order], return_counts=True)[1]
+    # contiguous per-group slices (views, no per-group indexing); nms returns indices local to each slice
+    kept = [torchvision.ops.nms(b, s, iou) for b, s in zip(boxes[order].split(counts.tolist()),
+                                                          scores[order].split(counts.tolist()))]
+    starts = torch.cumsum(counts, 0) - counts
+    lens = torch.tensor([len(k) for k in kept], device=boxes.device)
+    keep = order[torch.cat(kept) + torch.repeat_interleave(starts, lens)]
     return keep[torch.argsort(scores[keep], descending=True, stable=True)]
 
 
@@ -414,9 +420,11 @@ def run_inference(model, loader: LetterboxLoader, device="cpu", conf: float = 0.
             pred = _first(model(x))[:n]
             _sync(dev)
             t2 = time.perf_counter()
-            flat, img = _nms_flat(pred, conf, iou, max_det, agnostic, multi_label)
-            flat, img = flat.cpu(), img.cpu()
-            flat = scale_back(flat, batch.gain[img], batch.pad[img], batch.orig_hw[img])
+            # many small ops: one thread avoids waking the pool for each (2-4x faster on 2 shared cores)
+            with torch_threads(1) if dev.type == "cpu" else contextlib.nullcontext():
+                flat, img = _nms_flat(pred, conf, iou, max_det, agnostic, multi_label)
+                flat, img = flat.cpu(), img.cpu()
+                flat = scale_back(flat, batch.gain[img], batch.pad[img], batch.orig_hw[img])
             dets = list(flat.split(torch.bincount(img, minlength=n).tolist()))
             t3 = time.perf_counter()
             timer.preprocess += t1 - t0
