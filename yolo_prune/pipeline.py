@@ -501,7 +501,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
                                    lambda f: ({"data": make_synthetic(f / "shapes", **sizes)}, sizes), cmd)
         run.data = run.data_stage.out("data")
     else:
-        run.data = Path(cfg["data"]).resolve()
+        run.data = Path(cfg["data"])  # as given: the report's commands stay runnable from the same folder
         run.data_files = {"data": data_signature(run.data)}
     nc = load_data_yaml(run.data)["nc"]
     data_up = [run.data_stage] if run.data_stage else []
@@ -523,7 +523,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
         base_key = "best"
     else:
         w = Path(cfg["weights"])
-        base_stage = StageResult("weights", w.resolve().parent, file_digest(w), {"weights": w.name}, {}, True, 0.0)
+        base_stage = StageResult("weights", w.parent, file_digest(w), {"weights": w.name}, {}, True, 0.0)
         base_key = "weights"
     baseline = base_stage.out(base_key)
 
