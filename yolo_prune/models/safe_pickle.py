@@ -24,6 +24,7 @@ import pathlib
 import pickle
 import pickletools
 import re
+import struct
 import types
 import zipfile
 from pathlib import Path
@@ -157,6 +158,10 @@ def _torch_load(path: Path, **kwargs):
     except (EOFError, zipfile.BadZipFile, OSError) as e:
         raise CorruptCheckpoint(f"{path}: file ends early or is not a checkpoint ({type(e).__name__}: {e}); "
                                 f"expected {_EXPECTED}") from e
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError, struct.error, UnicodeDecodeError) as e:
+        # arbitrary bytes read as pickle opcodes fail in arbitrary ways; none of them is a checkpoint
+        raise CorruptCheckpoint(f"{path}: not a checkpoint, its bytes do not parse as a pickle "
+                                f"({type(e).__name__}: {e}); expected {_EXPECTED}") from e
     except RuntimeError as e:
         msg = str(e)
         if any(s in msg for s in ("PytorchStreamReader", "zip archive", "invalid header", "magic number")):
