@@ -32,8 +32,9 @@ def randomize_bn(model):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     root = Path(__file__).resolve().parents[1]
     models = {"yolov8n.yaml": lambda: load("yolov8n.yaml"), "yolo11n.yaml": lambda: load("yolo11n.yaml"),
               "yolov5n.pt (pretrained)": lambda: load(Path(a.shared) / "weights" / "yolov5n.pt"),

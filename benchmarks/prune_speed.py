@@ -69,7 +69,8 @@ def main():
     time_tp(base, 0.02)
     tps = [time_tp(base, 0.02) for _ in range(a.repeats)]
     g, s = statistics.median(t[0] for t in tps), statistics.median(t[1] for t in tps)
-    print(f"Torch-Pruning {torch_pruning.__version__}  graph {g:.3f}s  prune {s:.3f}s  total {g + s:.3f}s")
+    from importlib.metadata import version
+    print(f"Torch-Pruning {version('torch-pruning')}  graph {g:.3f}s  prune {s:.3f}s  total {g + s:.3f}s")
     print(f"median of {a.repeats}; threads {a.threads}; versions {versions()}")
 
 
