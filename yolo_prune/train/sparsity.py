@@ -15,22 +15,12 @@ THRESHOLDS = (1e-3, 1e-2, 1e-1)
 def prunable_bns(detector) -> dict[str, nn.BatchNorm2d]:
     """BatchNorm2d modules whose channels the pruning engine may remove (their γ gets the penalty).
 
-    Uses ``yolo_prune.graph.prunable_bn_names`` (the traced dependency graph) when the engine provides it; until
-    then, every BN except those inside the head modules that can never lose output channels.
+    Taken from the traced dependency graph, so BNs feeding the head outputs or fixed ops are left alone.
     """
+    from ..graph import prunable_bn_names
+
     modules = dict(detector.named_modules())
-    try:
-        from yolo_prune.graph import prunable_bn_names
-    except ImportError:
-        prunable_bn_names = None
-    if prunable_bn_names is not None:
-        names = prunable_bn_names(detector)
-    else:
-        heads = list(detector.head_modules())
-        head_parents = {h.rpartition(".")[0] for h in heads}  # a conv wrapper holding a head conv and its BN
-        names = [name for name, m in modules.items() if isinstance(m, nn.BatchNorm2d)
-                 and not any(name.startswith(h + ".") for h in heads) and name.rpartition(".")[0] not in head_parents]
-    return {n: modules[n] for n in names if isinstance(modules.get(n), nn.BatchNorm2d) and modules[n].affine}
+    return {n: modules[n] for n in prunable_bn_names(detector) if modules[n].affine}
 
 
 def sr_at(epoch: int, cfg: dict) -> float:
