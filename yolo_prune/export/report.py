@@ -62,18 +62,20 @@ def plot_gamma(gamma: dict, path) -> Path:
                        dtype=np.float64)
     both = np.concatenate([before, after]) if before.size + after.size else np.ones(1)
     hi = max(float(both.max()), GAMMA_FLOOR * 10)
-    bins = np.logspace(math.log10(GAMMA_FLOOR), math.log10(hi * 1.05), 60)
+    # the axis starts just below the smallest |γ| (short runs leave them all near 1), never below the floor
+    lo = min(max(GAMMA_FLOOR, float(np.clip(both, GAMMA_FLOOR, None).min()) / 2), hi / 10)
+    bins = np.logspace(math.log10(lo), math.log10(hi * 1.05), 60)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    ax.hist(np.clip(before, GAMMA_FLOOR, None), bins=bins, alpha=0.5, label=f"before sparse training (n={before.size})")
-    ax.hist(np.clip(after, GAMMA_FLOOR, None), bins=bins, alpha=0.5, label="after sparse training")
+    ax.hist(np.clip(before, lo, None), bins=bins, alpha=0.5, label=f"before sparse training (n={before.size})")
+    ax.hist(np.clip(after, lo, None), bins=bins, alpha=0.5, label="after sparse training")
     if removed.size:
-        ax.hist(np.clip(removed, GAMMA_FLOOR, None), bins=bins, histtype="step", color="crimson", lw=1.5,
+        ax.hist(np.clip(removed, lo, None), bins=bins, histtype="step", color="crimson", lw=1.5,
                 label=f"removed by pruning ({removed.size})")
     if gamma.get("threshold") is not None:
-        t = max(float(gamma["threshold"]), GAMMA_FLOOR)
+        t = max(float(gamma["threshold"]), lo)
         ax.axvline(t, color="crimson", ls="--", lw=1.2, label=f"threshold |γ| = {gamma['threshold']:.3g}")
     ax.set_xscale("log")
-    ax.set_xlabel(f"|BN γ| of prunable channels (values below {GAMMA_FLOOR:g} drawn at {GAMMA_FLOOR:g})")
+    ax.set_xlabel(f"|BN γ| of prunable channels (values below {lo:.2g} drawn at {lo:.2g})")
     ax.set_ylabel("channels")
     ax.set_title("BN γ before / after sparse training")
     ax.legend(fontsize=8)
