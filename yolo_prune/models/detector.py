@@ -5,6 +5,21 @@ import torch
 from torch import nn
 
 
+def names_dict(names, source: str) -> dict | None:
+    """Class names as {index: name} from a list or a dict; errors name the source and the field."""
+    if names is None:
+        return None
+    if isinstance(names, (list, tuple)):
+        return {i: str(n) for i, n in enumerate(names)}
+    if isinstance(names, dict):
+        try:
+            return {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: field 'names' expected integer class indices, found {list(names)[:5]}") \
+                from e
+    raise ValueError(f"{source}: field 'names' expected a list or dict, found {type(names).__name__}")
+
+
 class Detector(nn.Module):
     """An object detector of any supported family.
 

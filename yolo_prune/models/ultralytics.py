@@ -19,6 +19,7 @@ import yaml
 from torch import nn
 
 from .detector import Detector
+from .detector import names_dict as _names_dict
 
 __all__ = ["UltralyticsDetector", "load_yaml_model", "resolve_model_yaml", "build_ultralytics",
            "load_ultralytics_pt", "save_ultralytics_pt"]
@@ -154,20 +155,6 @@ def _default_args(extra: dict | None = None):
     from ultralytics.utils import DEFAULT_CFG_DICT, IterableSimpleNamespace
 
     return IterableSimpleNamespace(**{**DEFAULT_CFG_DICT, **(extra or {})})
-
-
-def _names_dict(names, source: str):
-    if names is None:
-        return None
-    if isinstance(names, (list, tuple)):
-        return {i: str(n) for i, n in enumerate(names)}
-    if isinstance(names, dict):
-        try:
-            return {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{source}: field 'names' expected integer class indices, found {list(names)[:5]}") \
-                from e
-    raise ValueError(f"{source}: field 'names' expected a list or dict, found {type(names).__name__}")
 
 
 def build_ultralytics(base: dict, nc: int | None = None, names=None, source: str = "") -> UltralyticsDetector:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .detector import Detector
+from .detector import names_dict as _names_dict
 
 __all__ = ["Conv", "Bottleneck", "C3", "SPPF", "SPP", "Focus", "Concat", "Detect", "DetectionModel",
            "YoloV5Detector", "build_yolov5", "load_yolov5_pt", "PICKLE_CLASSES"]
@@ -340,20 +341,6 @@ def build_yolov5(base: dict, nc: int | None = None, names=None, source: str = ""
     spec = {"family": "yolov5", "base": copy.deepcopy(model.yaml), "nc": nc, "names": dict(names)}
     anchors_px = (m.anchors * m.stride.view(-1, 1, 1)).detach()
     return YoloV5Detector(model, names, [int(s) for s in m.stride.tolist()], anchors_px, spec)
-
-
-def _names_dict(names, source: str):
-    if names is None:
-        return None
-    if isinstance(names, (list, tuple)):
-        return {i: str(n) for i, n in enumerate(names)}
-    if isinstance(names, dict):
-        try:
-            return {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{source}: field 'names' expected integer class indices, found {list(names)[:5]}") \
-                from e
-    raise ValueError(f"{source}: field 'names' expected a list or dict, found {type(names).__name__}")
 
 
 def load_yolov5_pt(path: str | os.PathLike) -> YoloV5Detector:
