@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Issue 4, acceptance 2: same epoch budget, (a) plain training vs (b) sparse -> prune 0.5x MACs -> fine-tune.
+
+  python benchmarks/train_arms.py --e1 14 --e2 7 --out runs/bench/arms
+
+yolov8n from its yaml (random init), the demo's synthetic set (384 train / 96 val, 3 classes, 160 px) and the
+demo's recipe (AdamW lr0 0.002, batch 8, one step per batch, mosaic closed for the last 2 epochs). Arm (a) trains
+E1 + E2 epochs with sr = 0; arm (b) sparse-trains E1 epochs (sr), prunes to --target-macs with round_to 16 and
+fine-tunes E2 epochs. Both final models are scored on the full val set with pycocotools.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from yolo_prune.data.synthetic import make_synthetic  # noqa: E402
+from yolo_prune.eval.coco import evaluate  # noqa: E402
+from yolo_prune.prune.run import prune_checkpoint  # noqa: E402
+from yolo_prune.train.api import finetune, sparse_train  # noqa: E402
+from yolo_prune.versions import versions  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--e1", type=int, default=14)
+    p.add_argument("--e2", type=int, default=7)
+    p.add_argument("--sr", type=float, default=1e-3)
+    p.add_argument("--target-macs", type=float, default=0.5)
+    p.add_argument("--imgsz", type=int, default=160)
+    p.add_argument("--out", default="runs/bench/arms")
+    a = p.parse_args()
+    out = Path(a.out)
+    data = make_synthetic(out / "data", n_train=384, n_val=96, imgsz=a.imgsz, nc=3, seed=0)
+    recipe = dict(imgsz=a.imgsz, batch=8, nbs=8, optimizer="AdamW", lr0=0.002, momentum=0.9, warmup_epochs=1.0,
+                  close_mosaic=2, workers=2, val_max_images=48, seed=0)
+    ev = dict(data=str(data), imgsz=a.imgsz, batch=16, verbose=False)
+    rows, t0 = {}, time.time()
+
+    t = time.time()
+    plain = sparse_train("yolov8n.yaml", str(data), out_dir=out / "a_plain", overrides={**recipe, "epochs": a.e1 + a.e2,
+                                                                                       "sr": 0.0})
+    rows["a_plain"] = {**evaluate(plain["last"], **ev), "wall_s": time.time() - t}
+
+    t = time.time()
+    sparse = sparse_train("yolov8n.yaml", str(data), out_dir=out / "b_sparse",
+                          overrides={**recipe, "epochs": a.e1, "sr": a.sr})
+    rows["b_sparse"] = {**evaluate(sparse["last"], **ev), "wall_s": time.time() - t, "gamma": sparse["gamma"]}
+    t = time.time()
+    rep = prune_checkpoint(sparse["last"], out / "b_pruned.pt", target_macs=a.target_macs, round_to=16,
+                           imgsz=a.imgsz)
+    rows["b_pruned"] = {**evaluate(str(out / "b_pruned.pt"), **ev), "wall_s": time.time() - t,
+                        "macs_ratio": rep["macs_ratio"]}
+    t = time.time()
+    ft = finetune(str(out / "b_pruned.pt"), str(data), out_dir=out / "b_finetune",
+                  overrides={**recipe, "epochs": a.e2, "warmup_epochs": 0.0})
+    rows["b_finetuned"] = {**evaluate(ft["last"], **ev), "wall_s": time.time() - t}
+
+    keep = ("mAP50-95", "mAP50", "wall_s", "macs_ratio", "gamma")
+    table = {k: {kk: v[kk] for kk in keep if kk in v} for k, v in rows.items()}
+    ratio = table["b_finetuned"]["mAP50-95"] / max(table["a_plain"]["mAP50-95"], 1e-9)
+    print(json.dumps(table, indent=1))
+    print(f"(b) / (a) mAP50-95 = {ratio:.3f}  (aim >= 0.98); total {time.time() - t0:.0f} s")
+    (out / "arms.json").write_text(json.dumps({"rows": table, "ratio": ratio, "args": vars(a),
+                                               "versions": versions()}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
