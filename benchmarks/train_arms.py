@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Issue 4, acceptance 2: same epoch budget, (a) plain training vs (b) sparse -> prune 0.5x MACs -> fine-tune.
+"""Issue 4, acceptance 2/3: same epoch budget, (a) plain training vs (b) sparse -> prune 0.5x MACs -> fine-tune.
 
   python benchmarks/train_arms.py --e1 14 --e2 7 --out runs/bench/arms
+  python benchmarks/train_arms.py --weights ../shared/weights/yolov5n.pt --data ../shared/coco128/data.yaml \
+      --imgsz 320 --e1 2 --e2 2 --set optimizer=SGD lr0=0.01 momentum=0.937 batch=16 nbs=16 --out runs/bench/arms_v5n
 
 yolov8n from its yaml (random init), the demo's synthetic set (384 train / 96 val, 3 classes, 160 px) and the
 demo's recipe (AdamW lr0 0.002, batch 8, one step per batch, mosaic closed for the last 2 epochs). Arm (a) trains
@@ -13,6 +15,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,22 +34,30 @@ def main():
     p.add_argument("--sr", type=float, default=1e-3)
     p.add_argument("--target-macs", type=float, default=0.5)
     p.add_argument("--imgsz", type=int, default=160)
+    p.add_argument("--weights", default="yolov8n.yaml", help="start point of both arms (yaml = from scratch)")
+    p.add_argument("--data", help="data yaml (default: the demo's synthetic set)")
+    p.add_argument("--set", nargs="*", default=[], help="recipe overrides KEY=VALUE (cfg/train.yaml keys)")
     p.add_argument("--out", default="runs/bench/arms")
     a = p.parse_args()
     out = Path(a.out)
-    data = make_synthetic(out / "data", n_train=384, n_val=96, imgsz=a.imgsz, nc=3, seed=0)
+    data = a.data or make_synthetic(out / "data", n_train=384, n_val=96, imgsz=a.imgsz, nc=3, seed=0)
     recipe = dict(imgsz=a.imgsz, batch=8, nbs=8, optimizer="AdamW", lr0=0.002, momentum=0.9, warmup_epochs=1.0,
                   close_mosaic=2, workers=2, val_max_images=48, seed=0)
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        recipe[k] = yaml.safe_load(v)
     ev = dict(data=str(data), imgsz=a.imgsz, batch=16, verbose=False)
     rows, t0 = {}, time.time()
+    if a.data:
+        rows["start"] = evaluate(a.weights, **ev)
 
     t = time.time()
-    plain = sparse_train("yolov8n.yaml", str(data), out_dir=out / "a_plain", overrides={**recipe, "epochs": a.e1 + a.e2,
+    plain = sparse_train(a.weights, str(data), out_dir=out / "a_plain", overrides={**recipe, "epochs": a.e1 + a.e2,
                                                                                        "sr": 0.0})
     rows["a_plain"] = {**evaluate(plain["last"], **ev), "wall_s": time.time() - t}
 
     t = time.time()
-    sparse = sparse_train("yolov8n.yaml", str(data), out_dir=out / "b_sparse",
+    sparse = sparse_train(a.weights, str(data), out_dir=out / "b_sparse",
                           overrides={**recipe, "epochs": a.e1, "sr": a.sr})
     rows["b_sparse"] = {**evaluate(sparse["last"], **ev), "wall_s": time.time() - t, "gamma": sparse["gamma"]}
     t = time.time()
