@@ -37,6 +37,16 @@ def main():
     p.add_argument("--weights", default="yolov8n.yaml", help="start point of both arms (yaml = from scratch)")
     p.add_argument("--data", help="data yaml (default: the demo's synthetic set)")
     p.add_argument("--set", nargs="*", default=[], help="recipe overrides KEY=VALUE (cfg/train.yaml keys)")
+    p.add_argument("--sparsity", default="l1", choices=["l1", "targeted"],
+                   help="targeted: arm (b) drives the γ of the channels the cut removes to 0 (cfg/train.yaml)")
+    p.add_argument("--target-start", type=int, default=0, help="targeted: epoch at which fading starts")
+    p.add_argument("--target-zero-at", type=float, default=0.7, help="targeted: fraction of E1 when γ reach 0")
+    p.add_argument("--distill", action="store_true",
+                   help="distil: (b)'s fine-tune from its sparse model; with --weights a .pt, both arms' training "
+                        "from the start weights (same teacher for (a) and (b)'s sparse phase)")
+    p.add_argument("--compensate", default="exact", choices=["bias", "exact", "off"])
+    p.add_argument("--round-to", type=int, default=16)
+    p.add_argument("--arms", default="ab", choices=["ab", "a", "b"], help="run only one arm (tuning)")
     p.add_argument("--out", default="runs/bench/arms")
     a = p.parse_args()
     out = Path(a.out)
@@ -51,28 +61,42 @@ def main():
     if a.data:
         rows["start"] = evaluate(a.weights, **ev)
 
+    start_teacher = a.weights if a.distill and Path(a.weights).suffix == ".pt" else None
     t = time.time()
-    plain = sparse_train(a.weights, str(data), out_dir=out / "a_plain", overrides={**recipe, "epochs": a.e1 + a.e2,
-                                                                                       "sr": 0.0})
-    rows["a_plain"] = {**evaluate(plain["last"], **ev), "wall_s": time.time() - t}
+    if "a" in a.arms:
+        plain = sparse_train(a.weights, str(data), out_dir=out / "a_plain", teacher=start_teacher,
+                             overrides={**recipe, "epochs": a.e1 + a.e2, "sr": 0.0})
+        rows["a_plain"] = {**evaluate(plain["last"], **ev), "wall_s": time.time() - t}
+    if "b" in a.arms:
+        run_b(a, out, data, recipe, ev, rows, start_teacher)
+    finish(a, out, rows, t0)
 
+
+def run_b(a, out, data, recipe, ev, rows, start_teacher):
     t = time.time()
-    sparse = sparse_train(a.weights, str(data), out_dir=out / "b_sparse",
-                          overrides={**recipe, "epochs": a.e1, "sr": a.sr})
+    targeted = {} if a.sparsity == "l1" else {
+        "sparsity": "targeted", "target_macs": a.target_macs, "target_round_to": a.round_to,
+        "target_start": a.target_start, "target_zero_at": a.target_zero_at}
+    sparse = sparse_train(a.weights, str(data), out_dir=out / "b_sparse", teacher=start_teacher,
+                          overrides={**recipe, "epochs": a.e1, "sr": a.sr, **targeted})
     rows["b_sparse"] = {**evaluate(sparse["last"], **ev), "wall_s": time.time() - t, "gamma": sparse["gamma"]}
     t = time.time()
-    rep = prune_checkpoint(sparse["last"], out / "b_pruned.pt", target_macs=a.target_macs, round_to=16,
-                           imgsz=a.imgsz)
+    rep = prune_checkpoint(sparse["last"], out / "b_pruned.pt", target_macs=a.target_macs, round_to=a.round_to,
+                           imgsz=a.imgsz, compensate=a.compensate)
     rows["b_pruned"] = {**evaluate(str(out / "b_pruned.pt"), **ev), "wall_s": time.time() - t,
                         "macs_ratio": rep["macs_ratio"]}
     t = time.time()
     ft = finetune(str(out / "b_pruned.pt"), str(data), out_dir=out / "b_finetune",
+                  teacher=sparse["last"] if a.distill else None,
                   overrides={**recipe, "epochs": a.e2, "warmup_epochs": 0.0})
     rows["b_finetuned"] = {**evaluate(ft["last"], **ev), "wall_s": time.time() - t}
 
+
+def finish(a, out, rows, t0):
     keep = ("mAP50-95", "mAP50", "wall_s", "macs_ratio", "gamma")
     table = {k: {kk: v[kk] for kk in keep if kk in v} for k, v in rows.items()}
-    ratio = table["b_finetuned"]["mAP50-95"] / max(table["a_plain"]["mAP50-95"], 1e-9)
+    ratio = (table["b_finetuned"]["mAP50-95"] / max(table["a_plain"]["mAP50-95"], 1e-9)
+             if {"a_plain", "b_finetuned"} <= set(table) else float("nan"))
     print(json.dumps(table, indent=1))
     print(f"(b) / (a) mAP50-95 = {ratio:.3f}  (aim >= 0.98); total {time.time() - t0:.0f} s")
     (out / "arms.json").write_text(json.dumps({"rows": table, "ratio": ratio, "args": vars(a),

@@ -160,6 +160,46 @@ def test_sparse_epoch_moves_gamma_toward_zero(tmp_path, syn):
     assert {"gamma<0.001", "gamma<0.01", "gamma<0.1", "loss_box", "sr"} <= set(rows[0])
 
 
+def test_targeted_sparsity_zeroes_exactly_what_the_cut_removes(tmp_path, syn):
+    """γ of the channels a target-MACs cut removes reach exactly 0, so pruning afterwards changes no output."""
+    from yolo_prune.prune.run import prune_checkpoint
+    from yolo_prune.train.sparsity import targeted_masks
+
+    torch.manual_seed(0)
+    run = tmp_path / "targeted"
+    seen = []
+    # 8 images, batch 4: 2 optimizer steps per epoch; shrinking from epoch 1 (0-based) to 2/3 of 3 epochs
+    res = sparse_train("yolov8n.yaml", syn, out_dir=run, hooks={"epoch_start": [lambda s: seen.append(s.epoch)]},
+                       overrides={**QUICK, "epochs": 3, "imgsz": 64, "batch": 4, "sparsity": "targeted",
+                                  "target_macs": 0.6, "target_start": 1, "target_zero_at": 2 / 3})
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    assert [int(r["targeted"]) for r in rows] == [0, int(rows[1]["targeted"]), int(rows[2]["targeted"])]
+    assert int(rows[2]["targeted"]) > 50 and seen == [0, 1, 2]
+    trained = load(run / "last.pt")
+    masks = targeted_masks(trained, 0.6, 16)
+    bns = prunable_bns(trained)
+    zeroed = sum(int((bns[n].weight.detach()[m] == 0).sum()) for n, m in masks.items())
+    assert zeroed == int(rows[2]["targeted"]) == sum(int(m.sum()) for m in masks.values())
+    live = torch.cat([bns[n].weight.detach()[~m] for n, m in masks.items()])
+    assert (live != 0).all()  # only the chosen channels were shrunk
+    rep = prune_checkpoint(run / "last.pt", tmp_path / "cut.pt", target_macs=0.6, round_to=16, imgsz=64,
+                           compensate="exact")
+    assert rep["macs_ratio"] <= 0.6
+    for name, mask in masks.items():  # every BN lost exactly its zeroed channels
+        assert rep["widths_after"][name][0] == rep["widths_before"][name][0] - int(mask.sum()), name
+    assert rep["verification"]["max_rel_diff"] < 1e-4  # the cut removed constant channels only
+    assert res["gamma"]["gamma<0.001"] > 0.2
+
+
+def test_targeted_config_errors():
+    with pytest.raises(ValueError, match="'target_macs'.*found None"):
+        resolve({"sparsity": "targeted"})
+    with pytest.raises(ValueError, match="'sparsity': expected l1 or targeted, found 'l2'"):
+        resolve({"sparsity": "l2"})
+    with pytest.raises(ValueError, match="'target_start'"):
+        resolve({"sparsity": "targeted", "target_macs": 0.5, "epochs": 10, "target_start": 7})
+
+
 def test_sr_schedules():
     cfg = {"sr": 1e-3, "epochs": 10, "sr_warmup": 2, "sr_schedule": "constant"}
     assert [sr_at(e, cfg) for e in (0, 1, 2, 9)] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
@@ -257,3 +297,31 @@ def test_distill_loss_zero_for_identical_outputs():
     assert float(distill_loss({"boxes": torch.randn(2, 64, 10), "scores": torch.randn(2, 3, 10)}, af)) > 0.1
     with pytest.raises(ValueError, match="student scores has shape"):
         distill_loss({"boxes": af["boxes"], "scores": torch.randn(2, 4, 10)}, af)
+
+
+def test_recalibrate_bn_replaces_stale_statistics():
+    from yolo_prune.train.bn import recalibrate_bn
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.SiLU(),
+                              torch.nn.Conv2d(4, 2, 1), torch.nn.BatchNorm2d(2))
+    with torch.no_grad():  # stale statistics, as after weights moved faster than momentum 0.03 follows
+        net[1].running_mean.fill_(5.0)
+        net[4].running_var.fill_(100.0)
+    x = torch.rand(8, 3, 16, 16)
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    net.eval()
+    assert recalibrate_bn(net, [x]) == 1
+    assert not net.training and net[1].momentum == 0.1  # mode and momentum restored
+    with torch.no_grad():
+        eval_out = net(x)
+        net.train()
+        train_out = net(x)  # batch statistics of the same batch
+    # eval with the recalibrated statistics = train mode on the batch they came from (var: unbiased vs biased)
+    assert torch.allclose(eval_out, train_out, atol=0.05), (eval_out - train_out).abs().max()
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())
+    # uint8 batches (the loader's) are scaled to 0..1; no batch leaves the statistics alone
+    before = net[1].running_mean.clone()
+    assert recalibrate_bn(net, []) == 0 and torch.equal(net[1].running_mean, before)
+    recalibrate_bn(net, [{"img": (x * 255).round().to(torch.uint8)}])
+    assert torch.allclose(net[1].running_mean, before, atol=0.02)

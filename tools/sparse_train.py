@@ -2,6 +2,8 @@
 
 python tools/sparse_train.py --weights W --data D.yaml --epochs E --imgsz S --batch B --sr 1e-3 \
     [--sr-schedule constant|linear|cosine] [--sr-warmup K] --out DIR [--resume DIR]
+python tools/sparse_train.py ... --sparsity targeted --target-macs 0.5 [--round-to 16] [--teacher W]
+    then: python tools/prune.py --weights DIR/last.pt --target-macs 0.5 --round-to 16
 Multi-GPU: torchrun --nproc_per_node N tools/sparse_train.py ...
 """
 import argparse
@@ -20,13 +22,19 @@ def main(argv=None):
     p.add_argument("--sr", type=float, help="L1 strength on BN γ (0 = plain training)")
     p.add_argument("--sr-schedule", choices=["constant", "linear", "cosine"])
     p.add_argument("--sr-warmup", type=int, help="epochs of linear sr ramp-up")
+    p.add_argument("--sparsity", choices=["l1", "targeted"],
+                   help="targeted: drive the γ of the channels a --target-macs cut removes to exactly 0")
+    p.add_argument("--target-macs", type=float, help="MACs fraction you will prune to (with --sparsity targeted)")
+    p.add_argument("--round-to", type=int, help="channel multiple of the later cut (tools/prune.py --round-to)")
+    p.add_argument("--teacher", help="distil from this model while training (e.g. the --weights file itself)")
     args = p.parse_args(argv)
     overrides = overrides_from_args(args, {"sr": args.sr, "sr_schedule": args.sr_schedule,
-                                           "sr_warmup": args.sr_warmup})
+                                           "sr_warmup": args.sr_warmup, "sparsity": args.sparsity,
+                                           "target_macs": args.target_macs, "target_round_to": args.round_to})
     if args.resume is None and args.out is None:
         p.error("--out DIR is required (or --resume DIR)")
     result = sparse_train(args.weights, args.data, out_dir=args.out, overrides=overrides, cfg_file=args.cfg,
-                          resume_dir=args.resume)
+                          resume_dir=args.resume, teacher=args.teacher)
     if result.get("gamma"):
         print("γ share: " + ", ".join(f"{k} {v:.1%}" for k, v in result["gamma"].items()))
     print_summary(result)

@@ -22,17 +22,33 @@ def _load_model(weights, data):
     return load(weights, nc=nc)
 
 
+def _load_teacher(teacher, detector):
+    if teacher is None:
+        return None
+    from ..models import load
+
+    teacher_model = load(teacher)
+    if teacher_model.nc != detector.nc:
+        raise ValueError(f"{teacher}: teacher has {teacher_model.nc} classes, the student {detector.nc}")
+    return teacher_model
+
+
 def sparse_train(weights=None, data=None, out_dir="runs/sparse", overrides: dict | None = None, cfg_file=None,
-                 resume_dir=None, hooks: dict[str, list[Callable]] | None = None) -> dict:
+                 resume_dir=None, teacher=None, hooks: dict[str, list[Callable]] | None = None) -> dict:
     """Sparsity training (network slimming): ``weights`` is anything yolo_prune.models.load accepts (a yaml
-    trains from scratch). ``overrides['sr']`` sets the penalty (0 = plain training)."""
+    trains from scratch). ``overrides['sr']`` sets the L1 penalty (0 = plain training); ``overrides['sparsity'] =
+    'targeted'`` with ``target_macs`` drives the channels a later cut removes to 0. ``teacher``: a model file to
+    distil from (usually ``weights`` itself, so the network keeps its function while channels fade)."""
     if resume_dir is not None:
         return resume(resume_dir, hooks=hooks)
     if weights is None or data is None:
         raise ValueError("sparse_train: --weights and --data are required unless --resume DIR is given")
     detector = _load_model(weights, data)
+    o = overrides or {}
+    sparse = float(o.get("sr") or 0) > 0 or o.get("sparsity") == "targeted"
     return train(detector, data, out_dir=out_dir, overrides=overrides, cfg_file=cfg_file, hooks=hooks,
-                 stage="sparse" if float((overrides or {}).get("sr") or 0) > 0 else "train")
+                 teacher=_load_teacher(teacher, detector), stage="sparse" if sparse else "train",
+                 teacher_source=None if teacher is None else str(teacher))
 
 
 def finetune(weights=None, data=None, out_dir="runs/finetune", overrides: dict | None = None, cfg_file=None,
@@ -48,12 +64,6 @@ def finetune(weights=None, data=None, out_dir="runs/finetune", overrides: dict |
         raise ValueError("finetune: sr must be 0 (fine-tuning recovers accuracy; use sparse_train for sparsity)")
     overrides["sr"] = 0.0
     detector = _load_model(weights, data)
-    teacher_model = None
-    if teacher is not None:
-        from ..models import load
-
-        teacher_model = load(teacher)
-        if teacher_model.nc != detector.nc:
-            raise ValueError(f"{teacher}: teacher has {teacher_model.nc} classes, the student {detector.nc}")
     return train(detector, data, out_dir=out_dir, overrides=overrides, cfg_file=cfg_file, hooks=hooks,
-                 teacher=teacher_model, stage="finetune", teacher_source=None if teacher is None else str(teacher))
+                 teacher=_load_teacher(teacher, detector), stage="finetune",
+                 teacher_source=None if teacher is None else str(teacher))

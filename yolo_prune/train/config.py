@@ -43,6 +43,18 @@ def resolve(overrides: dict | None = None, cfg_file=None) -> dict:
     if cfg["sr_schedule"] not in ("constant", "linear", "cosine"):
         raise ValueError(f"training config 'sr_schedule': expected constant, linear or cosine, "
                          f"found {cfg['sr_schedule']!r}")
+    if cfg["sparsity"] not in ("l1", "targeted"):
+        raise ValueError(f"training config 'sparsity': expected l1 or targeted, found {cfg['sparsity']!r}")
+    if cfg["sparsity"] == "targeted":
+        if cfg["target_macs"] is None or not 0 < float(cfg["target_macs"]) < 1:
+            raise ValueError(f"training config 'target_macs': sparsity targeted needs 0 < target_macs < 1 (the "
+                             f"MACs fraction you will prune to), found {cfg['target_macs']!r}")
+        if not 0 < float(cfg["target_zero_at"]) <= 1:
+            raise ValueError(f"training config 'target_zero_at': expected 0 < fraction <= 1, found "
+                             f"{cfg['target_zero_at']!r}")
+        if not 0 <= int(cfg["target_start"]) < int(cfg["epochs"]) * float(cfg["target_zero_at"]):
+            raise ValueError(f"training config 'target_start': expected 0 <= epoch < target_zero_at * epochs "
+                             f"({float(cfg['target_zero_at']) * int(cfg['epochs']):g}), found {cfg['target_start']}")
     for key in ("epochs", "batch", "imgsz", "nbs"):
         if int(cfg[key]) < 1:
             raise ValueError(f"training config '{key}': expected >= 1, found {cfg[key]}")

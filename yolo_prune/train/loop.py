@@ -24,7 +24,8 @@ from ..models import checkpoint as ckpt_io
 from . import config as train_config
 from .ema import ModelEMA, unwrap
 from .losses import build_loss
-from .sparsity import SparsityHook, gamma_shares, gammas, plot_gamma_hist, prunable_bns, sr_at
+from .bn import recalibrate_bn
+from .sparsity import SparsityHook, TargetedSparsity, gamma_shares, gammas, plot_gamma_hist, prunable_bns, sr_at
 
 HOOK_EVENTS = ("train_start", "epoch_start", "after_backward", "before_step", "after_step", "epoch_end",
                "train_end")
@@ -214,6 +215,10 @@ def _run(detector, data_yaml: Path, cfg, out_dir, events, teacher, stage, resume
     hyp = augment_hyp(cfg)
     loader = build_loader(dataset, batch, int(cfg["workers"]), seed, rank=max(rank, 0), world_size=world)
     nb = len(loader)
+    calib_loader = None
+    if int(cfg["bn_recalibrate"]) > 0:
+        calib_set = build_dataset(data, "train", imgsz, batch, cfg, augment=False, stride=stride)
+        calib_loader = build_loader(calib_set, batch, 0, seed, shuffle=False)
 
     bns = prunable_bns(detector)  # traced on the CPU before moving; module references survive .to()
     detector.to(device)
@@ -259,6 +264,11 @@ def _run(detector, data_yaml: Path, cfg, out_dir, events, teacher, stage, resume
         # once per optimizer step, on unscaled and already clipped gradients: the penalty's strength is then
         # lr * sr per step whatever the data gradient's norm, accumulation or AMP scale
         events["before_step"].insert(0, SparsityHook(bns))
+    targeted = None
+    if cfg["sparsity"] == "targeted":
+        targeted = TargetedSparsity(bns, cfg, nb)
+        events["epoch_start"].insert(0, targeted.epoch_start)
+        events["after_step"].insert(0, targeted.after_step)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     evaluate = _evaluator() if cfg["val"] else None
@@ -340,6 +350,8 @@ def _run(detector, data_yaml: Path, cfg, out_dir, events, teacher, stage, resume
                 post = {k: f"{v / (i + 1):.3f}" for k, v in sums.items()}
                 if state.sr > 0 or bns:
                     post.update(sr=f"{state.sr:.1e}", **{"γ<1e-2": f"{shares['gamma<0.01']:.1%}"})
+                if targeted is not None:
+                    post["targeted"] = targeted.selected
                 bar.set_postfix(post, refresh=False)
             if max_steps is not None and ni + 1 >= max_steps:
                 state.stop = True
@@ -351,9 +363,13 @@ def _run(detector, data_yaml: Path, cfg, out_dir, events, teacher, stage, resume
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[1]["lr"], "sr": state.sr}
         row.update({f"loss_{k}": v / n_batches for k, v in sums.items()})
         row.update(gamma_shares(bns))
+        if targeted is not None:
+            row["targeted"] = targeted.selected
         metrics = {}
+        eval_model = ema.ema if ema is not None else detector
+        if main and calib_loader is not None:  # what is evaluated and saved gets statistics of its own weights
+            recalibrate_bn(eval_model, calib_loader, device, max_batches=int(cfg["bn_recalibrate"]))
         if main and evaluate is not None:
-            eval_model = ema.ema if ema is not None else detector
             metrics = evaluate(eval_model, data=str(data_yaml), imgsz=imgsz, batch=int(cfg["val_batch"]),
                                device=str(device), max_images=cfg["val_max_images"], verbose=False)
             row.update({k: float(metrics[k]) for k in ("mAP50", "mAP50-95") if k in metrics})

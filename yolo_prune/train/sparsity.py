@@ -109,3 +109,84 @@ def plot_gamma_hist(start: torch.Tensor, end: torch.Tensor, path, title: str = "
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def targeted_masks(detector, target_macs: float, round_to: int = 16, criterion: str = "bn",
+                   trace_size: int = 64) -> dict[str, torch.Tensor]:
+    """{BN name: bool mask} of the channels that pruning to ``target_macs`` would remove from ``detector`` now.
+
+    The same tracer and planner as ``tools/prune.py`` (run on a CPU copy, so training state is untouched): pruning
+    later with the same target and round_to picks these channels, whose γ the targeted penalty has driven to 0.
+    """
+    import copy
+
+    from ..graph import trace
+    from ..prune.plan import make_plan
+
+    model = copy.deepcopy(detector).float().cpu()
+    graph = trace(model, imgsz=trace_size)
+    plan = make_plan(graph, target_macs=target_macs, round_to=round_to, criterion=criterion)
+    by_gid = {g.gid: g for g in graph.groups}
+    modules = dict(model.named_modules())
+    masks: dict[str, torch.Tensor] = {}
+    for gid, positions in plan.remove.items():
+        group = by_gid[gid]
+        for k in positions:
+            for slot in group.bn_slots(k):
+                if slot.module not in masks:
+                    masks[slot.module] = torch.zeros(modules[slot.module].num_features, dtype=torch.bool)
+                masks[slot.module][slot.index] = True
+    return masks
+
+
+def target_progress(total_step: int, steps_per_epoch: int, cfg: dict) -> float:
+    """0 before ``target_start``, then linear to 1 at ``target_zero_at`` of the run (in optimizer batches)."""
+    start = int(cfg["target_start"]) * steps_per_epoch
+    end = max(float(cfg["target_zero_at"]) * int(cfg["epochs"]) * steps_per_epoch, start + 1)
+    return min(max((total_step + 1 - start) / (end - start), 0.0), 1.0)
+
+
+class TargetedSparsity:
+    """Targeted slimming: shrink the γ of the channels a ``target_macs`` cut would remove, to exactly 0.
+
+    Plain L1 pushes every γ a little; with few optimizer steps (small datasets, short runs) nothing reaches 0, so
+    the cut still removes live channels. This hook instead re-selects, at each epoch start, the channels the
+    pruning planner would remove at ``target_macs`` (lowest |γ| first), and after every optimizer step scales
+    their γ by (1 - p_t) / (1 - p_{t-1}), p running linearly from 0 at epoch ``target_start`` to 1 at
+    ``target_zero_at`` of the run. Past that point the selected γ are held at 0 (the model and its EMA), so the
+    network trains without them and pruning with the same target removes only constant channels, whose β the
+    engine folds into the next layer. The schedule depends on the step counter only, so it resumes exactly.
+    """
+
+    def __init__(self, bns: dict[str, nn.BatchNorm2d], cfg: dict, steps_per_epoch: int):
+        self.bns, self.cfg, self.nb = bns, cfg, max(int(steps_per_epoch), 1)
+        self.masks: dict[str, torch.Tensor] = {}
+        self.selected = 0
+        self.p_last = 0.0  # progress already applied (optimizer steps may span several batches)
+
+    def epoch_start(self, state) -> None:
+        self.p_last = target_progress(state.epoch * self.nb - 1, self.nb, self.cfg)
+        if state.epoch < int(self.cfg["target_start"]):
+            self.masks = {}
+            return
+        masks = targeted_masks(state.detector, float(self.cfg["target_macs"]), int(self.cfg["target_round_to"]),
+                               str(self.cfg["target_criterion"]))
+        self.masks = {n: m for n, m in masks.items() if n in self.bns}
+        self.selected = int(sum(int(m.sum()) for m in self.masks.values()))
+        state.target_selected = self.selected
+
+    def after_step(self, state) -> None:
+        if not self.masks:
+            return
+        p_now = target_progress(state.total_step, self.nb, self.cfg)
+        factor = 0.0 if p_now >= 1 else (1 - p_now) / max(1 - self.p_last, 1e-12)
+        self.p_last = p_now
+        targets = [self.bns]
+        if state.ema is not None:
+            ema_modules = dict(state.ema.ema.named_modules())
+            targets.append({n: ema_modules[n] for n in self.bns})
+        with torch.no_grad():
+            for bns in targets:
+                for name, mask in self.masks.items():
+                    w = bns[name].weight
+                    w[mask.to(w.device)] *= factor
