@@ -3,6 +3,7 @@ import copy
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,18 @@ def test_exact_mode_checkpoint_round_trip(tmp_path):
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         assert torch.equal(det(x), load(out)(x))
+    from yolo_prune.eval.infer import fuse_conv_bn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fused copy must agree with the model, not fall back to a plain copy
+        fused = fuse_conv_bn(det, x)
+    assert any(isinstance(m, CompensatedConv2d) for m in fused.modules())
+    # a compensated model traces again (fine-tuning, a second cut): the border term follows its conv's outputs
+    compensated = {n for n, m in det.named_modules() if isinstance(m, CompensatedConv2d)}
+    prunable_out = {m for g in trace(det, imgsz=64).groups for m, role, _ in g.signature if role == "out"}
+    assert compensated & prunable_out
+    rep = prune_model(det, ratio=0.2, imgsz=64)
+    assert rep["verification"]["max_rel_diff"] < 1.0 and any(
+        rep["widths_after"][n][1] < rep["widths_before"][n][1] for n in compensated)
 
 
 def test_prune_tool_cli(tmp_path):

@@ -289,22 +289,20 @@ def fuse_conv_bn(model: nn.Module, example: torch.Tensor | None = None, rtol: fl
     layout on CPU) and sets ``model.channels_last``. When ``example`` is given the copy is checked against the
     original; any disagreement returns the plain copy (with a warning) rather than wrong numbers.
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     original = model
     model = copy.deepcopy(model).eval()
     fused = 0
     for m in list(model.modules()):
         conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
         if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-            m.conv, m.bn = fuse_conv_bn_eval(conv, bn), nn.Identity()
+            m.conv, m.bn = _fuse(conv, bn), nn.Identity()
             fused += 1
         elif isinstance(m, nn.Sequential):
             keys = list(m._modules)
             for k1, k2 in zip(keys, keys[1:]):
                 c, n = m._modules[k1], m._modules[k2]
                 if isinstance(c, nn.Conv2d) and isinstance(n, nn.BatchNorm2d) and n.track_running_stats:
-                    m._modules[k1], m._modules[k2] = fuse_conv_bn_eval(c, n), nn.Identity()
+                    m._modules[k1], m._modules[k2] = _fuse(c, n), nn.Identity()
                     fused += 1
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -329,6 +327,18 @@ def fuse_conv_bn(model: nn.Module, example: torch.Tensor | None = None, rtol: fl
         warnings.warn("conv+BN folding / channels_last changed this model's outputs; using a plain copy")
         return copy.deepcopy(original).eval()
     return model
+
+
+def _fuse(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """torch's conv+BN folding; a CompensatedConv2d's border term is added before the BN, so it is scaled too."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = fuse_conv_bn_eval(conv, bn)
+    if isinstance(getattr(fused, "compensation", None), torch.Tensor):
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
+            1 / torch.sqrt(bn.running_var + bn.eps)
+        fused.compensation = fused.compensation * scale.view(-1, 1, 1, 1).to(fused.compensation.dtype)
+    return fused
 
 
 def _first(out):

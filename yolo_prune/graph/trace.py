@@ -164,9 +164,13 @@ class _Tracer(TorchDispatchMode):
         self.conv_info: dict[str, ConvInfo] = {}
         self.fixed_out = fixed_out
         self.params: dict[int, tuple[str, nn.Module]] = {}
+        self.compensation_of: dict[int, str] = {}  # compensation buffer -> its conv
+        self.conv_out_labels: dict[str, np.ndarray] = {}  # conv -> labels of its latest output
         for name, m in model.named_modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight is not None:
                 self.params[m.weight.data_ptr()] = (name, m)
+                if isinstance(getattr(m, "compensation", None), torch.Tensor):  # CompensatedConv2d's border term
+                    self.compensation_of[m.compensation.data_ptr()] = name
             elif isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
                 self.params[m.running_mean.data_ptr()] = (name, m)
         self.module_stack: list[str] = []
@@ -273,11 +277,17 @@ class _Tracer(TorchDispatchMode):
         x, w = args[0], args[1]
         transposed, groups = bool(args[6]), int(args[8])
         entry = self.params.get(w.data_ptr())
+        owner = self.compensation_of.get(w.data_ptr())
+        if owner is not None and owner in self.conv_out_labels:
+            # the constant-plane term of a CompensatedConv2d: per output channel of its own conv, so it carries
+            # that conv's labels (surgery slices the buffer with the conv's outputs)
+            self._set(out, self.conv_out_labels[owner])
+            return
         lab_in = self._get(x)
         if lab_in is None:
             lab_in = self._fresh(x.shape[1], fixed=True)
         if entry is None:  # a functional conv with a weight that is not a module parameter
-            self._opaque("convolution (weight not owned by an nn.Conv2d)", [x], out)
+            self._opaque("convolution (weight not owned by an nn.Conv2d)", [x] if id(x) in self.labels else [], out)
             return
         mname, m = entry
         self.ran.add(mname)
@@ -302,6 +312,7 @@ class _Tracer(TorchDispatchMode):
             for j, lab in enumerate(labs):
                 self._slot(lab, Slot(mname, "out", j))
         self._set(out, labs)
+        self.conv_out_labels[mname] = labs
         self.producer_of[id(out)] = mname
 
     def _bn(self, args, out):
