@@ -42,10 +42,11 @@ def main():
     p.add_argument("--target-start", type=int, default=0, help="targeted: epoch at which fading starts")
     p.add_argument("--target-zero-at", type=float, default=0.7, help="targeted: fraction of E1 when γ reach 0")
     p.add_argument("--distill", action="store_true",
-                   help="distil: (b)'s fine-tune from its sparse model; with --weights a .pt, both arms' training "
-                        "from the start weights (same teacher for (a) and (b)'s sparse phase)")
+                   help="distil all training from the start weights when --weights is a .pt (both arms, both of (b)'s "
+                        "stages); from scratch, only (b)'s fine-tune distils, from its sparse model")
     p.add_argument("--compensate", default="exact", choices=["bias", "exact", "off"])
     p.add_argument("--round-to", type=int, default=16)
+    p.add_argument("--ft-set", nargs="*", default=[], help="overrides for (b)'s fine-tune only, KEY=VALUE")
     p.add_argument("--arms", default="ab", choices=["ab", "a", "b"], help="run only one arm (tuning)")
     p.add_argument("--out", default="runs/bench/arms")
     a = p.parse_args()
@@ -67,6 +68,8 @@ def main():
         plain = sparse_train(a.weights, str(data), out_dir=out / "a_plain", teacher=start_teacher,
                              overrides={**recipe, "epochs": a.e1 + a.e2, "sr": 0.0})
         rows["a_plain"] = {**evaluate(plain["last"], **ev), "wall_s": time.time() - t}
+    elif (out / "a_plain" / "last.pt").is_file():  # tuning (b): score the (a) of an earlier run in this folder
+        rows["a_plain"] = {**evaluate(str(out / "a_plain" / "last.pt"), **ev), "reused": True}
     if "b" in a.arms:
         run_b(a, out, data, recipe, ev, rows, start_teacher)
     finish(a, out, rows, t0)
@@ -87,13 +90,14 @@ def run_b(a, out, data, recipe, ev, rows, start_teacher):
                         "macs_ratio": rep["macs_ratio"]}
     t = time.time()
     ft = finetune(str(out / "b_pruned.pt"), str(data), out_dir=out / "b_finetune",
-                  teacher=sparse["last"] if a.distill else None,
-                  overrides={**recipe, "epochs": a.e2, "warmup_epochs": 0.0})
+                  teacher=(start_teacher or sparse["last"]) if a.distill else None,
+                  overrides={**recipe, "epochs": a.e2, "warmup_epochs": 0.0,
+                             **{k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in a.ft_set)}})
     rows["b_finetuned"] = {**evaluate(ft["last"], **ev), "wall_s": time.time() - t}
 
 
 def finish(a, out, rows, t0):
-    keep = ("mAP50-95", "mAP50", "wall_s", "macs_ratio", "gamma")
+    keep = ("mAP50-95", "mAP50", "wall_s", "macs_ratio", "gamma", "reused")
     table = {k: {kk: v[kk] for kk in keep if kk in v} for k, v in rows.items()}
     ratio = (table["b_finetuned"]["mAP50-95"] / max(table["a_plain"]["mAP50-95"], 1e-9)
              if {"a_plain", "b_finetuned"} <= set(table) else float("nan"))

@@ -108,6 +108,10 @@ def test_overrides_layer_over_yaml_and_one_pruning_target_survives(tmp_path):
         resolve_config(None, {"weights": str(tmp_path / "nope.pt")})
     with pytest.raises(ValueError, match="'imgsz': expected an integer"):
         resolve_config(None, {"imgsz": "big"})
+    with pytest.raises(ValueError, match="targeted fades the channels a target_macs cut removes; set target_macs"):
+        resolve_config(layer, {"sparsity": "targeted"})
+    with pytest.raises(ValueError, match="criterion must be bn; found 'l2'"):
+        resolve_config(None, {"sparsity": "targeted", "criterion": "l2"})
 
 
 def test_cli_reports_config_errors(capsys):

@@ -51,7 +51,7 @@ STAGE_DIRS = {
 PRUNE_TARGETS = ("target_macs", "ratio", "threshold")
 TRAIN_SECTIONS = ("train", "baseline_train", "sparse_train", "finetune_train")
 INT_KEYS = ("imgsz", "batch", "seed", "synthetic_train", "synthetic_val", "synthetic_nc", "epochs_baseline",
-            "epochs_sparse", "epochs_finetune", "sr_warmup", "round_to", "eval_batch", "opset", "bench_runs",
+            "epochs_sparse", "epochs_finetune", "sr_warmup", "target_start", "round_to", "eval_batch", "opset", "bench_runs",
             "bench_warmup")
 
 
@@ -168,6 +168,16 @@ def _check_values(cfg: dict) -> None:
         raise ValueError(f"pipeline config 'ignore': expected a list of layer names or globs, found {cfg['ignore']!r}")
     if float(cfg["sr"]) < 0:
         raise ValueError(f"pipeline config 'sr': expected >= 0, found {cfg['sr']}")
+    if cfg["sparsity"] not in ("l1", "targeted"):
+        raise ValueError(f"pipeline config 'sparsity': expected l1 or targeted, found {cfg['sparsity']!r}")
+    if cfg["sparsity"] == "targeted" and cfg["epochs_sparse"] > 0:
+        if cfg["target_macs"] is None:
+            raise ValueError("pipeline config 'sparsity': targeted fades the channels a target_macs cut removes; "
+                             f"set target_macs, or sparsity: l1 (found ratio={cfg['ratio']}, "
+                             f"threshold={cfg['threshold']})")
+        if cfg["criterion"] != "bn":
+            raise ValueError(f"pipeline config 'criterion': sparsity targeted ranks channels by |γ| and the cut must "
+                             f"pick the faded (γ = 0) ones, so criterion must be bn; found {cfg['criterion']!r}")
     if not 0 <= float(cfg["warn_map_drop"]) <= 1:
         raise ValueError(f"pipeline config 'warn_map_drop': expected 0..1, found {cfg['warn_map_drop']}")
     backends = cfg["bench_backends"]
@@ -537,6 +547,11 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
         folder = out / STAGE_DIRS["sparse"]
         o = _train_overrides(cfg, "sparse_train", cfg["epochs_sparse"], device, nc, sr=float(cfg["sr"]))
         o.update(sr_schedule=cfg["sr_schedule"], sr_warmup=cfg["sr_warmup"])
+        if cfg["sparsity"] == "targeted":  # the same selection the prune stage makes
+            o.update(sparsity="targeted", target_macs=cfg["target_macs"], target_round_to=cfg["round_to"],
+                     target_min_keep=cfg["min_keep"], target_ignore=list(cfg["ignore"]),
+                     target_start=cfg["target_start"],
+                     target_zero_at=cfg["target_zero_at"])
 
         def _sparse(f):
             r = sparse_train(str(baseline), str(run.data), out_dir=f, overrides=o)

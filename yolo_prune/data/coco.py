@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-IMG_EXTS = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
+from .sources import list_images, load_data_yaml  # noqa: F401  (re-exported)
 
 COCO80_NAMES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -44,25 +44,6 @@ def atomic_write_json(obj, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def list_images(source: str | os.PathLike | list) -> list[Path]:
-    """Image files of a folder (recursive, sorted), a single image, a .txt list of paths, or a list of those."""
-    if isinstance(source, (list, tuple)):
-        return [p for s in source for p in list_images(s)]
-    p = Path(source)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMG_EXTS and f.is_file())
-        if not files:
-            raise FileNotFoundError(f"{p}: no images found (expected files ending in {', '.join(IMG_EXTS)})")
-        return files
-    if p.is_file() and p.suffix.lower() == ".txt":
-        lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
-        # yolov5 convention: relative entries are relative to the list file's folder
-        return [Path(ln) if Path(ln).is_absolute() else (p.parent / ln).resolve() for ln in lines]
-    if p.is_file():
-        return [p]
-    raise FileNotFoundError(f"{p}: not found. Supply an image file, a folder of images or a .txt list of images")
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -188,41 +169,6 @@ def yolo_to_coco(images, names, labels: str | os.PathLike | None = None, out: st
     return coco
 
 
-def load_data_yaml(path: str | os.PathLike, split: str = "val") -> dict:
-    """Read an ultralytics/yolov5 data yaml: returns {"images": <split source>, "names": {i: name}, "yaml": path}.
-
-    ``path:`` (when present) is the dataset root; relative roots are taken relative to the yaml's folder when
-    they exist there, else to the working directory. Without ``path:``, split entries are relative to the yaml.
-    """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: data yaml not found. Supply a YOLO data yaml with 'val' and 'names'")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with keys path/train/val/names, found {type(data).__name__}")
-    for key in (split, "names"):
-        if key not in data:
-            raise ValueError(f"{path}: field '{key}' is missing (found keys {sorted(data)})")
-    root = path.parent
-    if data.get("path"):
-        r = Path(str(data["path"]))
-        root = r if r.is_absolute() else ((path.parent / r) if (path.parent / r).exists() else r.resolve())
-    entries = data[split] if isinstance(data[split], (list, tuple)) else [data[split]]
-    sources = []
-    for e in entries:
-        p = Path(str(e))
-        p = p if p.is_absolute() else root / p
-        if not p.exists():
-            raise FileNotFoundError(f"{path}: field '{split}' points to {p}, which does not exist")
-        sources.append(p)
-    names = _names_dict(data["names"], str(path))
-    if "nc" in data and int(data["nc"]) != len(names):
-        raise ValueError(f"{path}: field 'nc' is {data['nc']} but 'names' lists {len(names)} classes")
-    return {"images": sources if len(sources) > 1 else sources[0], "names": names, "yaml": path}
-
-
 def _norm(name: str) -> str:
     return " ".join(str(name).lower().replace("_", " ").split())
 
@@ -268,8 +214,8 @@ def category_map(model_names: dict, categories: list | None, ann_category_ids=()
 def convert_yolo_dataset(out, data=None, split: str = "val", images=None, labels=None, names=None) -> dict:
     """yolo2coco entry point: from a data yaml split, or from an image folder plus class names; writes ``out``."""
     if data is not None:
-        d = load_data_yaml(data, split=split)
-        return yolo_to_coco(d["images"], d["names"], labels=labels, out=out, verbose=True)
+        d = load_data_yaml(data, splits=(split,))
+        return yolo_to_coco(d[split], d["names"], labels=labels, out=out, verbose=True)
     if images is None or not names:
         raise ValueError("yolo2coco: supply data= (a YOLO data yaml), or images= together with names=")
     return yolo_to_coco(images, names, labels=labels, out=out, verbose=True)

@@ -14,73 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from .. import offline  # noqa: F401  (keeps ultralytics offline and out of the home folder)
-
-IMG_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm"}
-
+from .sources import list_images, load_data_yaml  # noqa: F401  (load_data_yaml: re-exported for callers)
 
 class DataWarning(UserWarning):
     """Problems in a dataset that were skipped (bad label lines, unreadable images)."""
-
-
-def load_data_yaml(path) -> dict:
-    """Read an ultralytics/yolov5 data yaml; returns {"path", "train", "val" (lists of absolute paths), "names", "nc"}.
-
-    ``path:`` (if given) is the root the splits are relative to; without it they are relative to the yaml's folder.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: data yaml not found. Supply an ultralytics-style data yaml (path, train, val, "
-                                "names), e.g. from yolo_prune.data.synthetic.make_synthetic()")
-    raw = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{p}: expected a mapping with train/val/names, found {type(raw).__name__}")
-    root = p.parent.resolve()
-    if raw.get("path"):  # relative roots: beside the yaml when there, else from the working directory
-        r = Path(str(raw["path"]))
-        root = r if r.is_absolute() else ((p.parent / r).resolve() if (p.parent / r).exists() else r.resolve())
-    out = {"path": root, "yaml_file": p}
-    for split in ("train", "val"):
-        if not raw.get(split):
-            raise ValueError(f"{p}: field '{split}' expected (an image folder, list file or list of them), "
-                             f"found {raw.get(split)!r}")
-        items = raw[split] if isinstance(raw[split], list) else [raw[split]]
-        out[split] = [str(Path(x) if Path(x).is_absolute() else root / x) for x in items]
-    names = raw.get("names")
-    if isinstance(names, list):
-        names = dict(enumerate(names))
-    if not isinstance(names, dict) or not names:
-        raise ValueError(f"{p}: field 'names' expected a list or {{index: name}} mapping, found {names!r}")
-    names = {int(k): str(v) for k, v in names.items()}
-    if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{p}: field 'names' expected indices 0..{len(names) - 1}, found {sorted(names)}")
-    if raw.get("nc") is not None and int(raw["nc"]) != len(names):
-        raise ValueError(f"{p}: field 'nc' is {raw['nc']} but 'names' has {len(names)} entries")
-    out["names"], out["nc"] = names, len(names)
-    return out
-
-
-def list_images(sources: list[str], field: str = "train") -> list[str]:
-    """Image files from folders (recursive) or list files (one path per line, ``./`` relative to the list)."""
-    files = []
-    for src in sources:
-        p = Path(src)
-        if p.is_dir():
-            files += [str(f) for f in p.rglob("*") if f.suffix.lower() in IMG_SUFFIXES]
-        elif p.is_file() and p.suffix.lower() in IMG_SUFFIXES:
-            files.append(str(p))
-        elif p.is_file():
-            for line in p.read_text(encoding="utf-8-sig").splitlines():
-                line = line.strip()
-                if line:
-                    q = Path(line)
-                    files.append(str(q if q.is_absolute() else p.parent / q))
-        else:
-            raise FileNotFoundError(f"data field '{field}': {p} does not exist (expected an image folder or a list "
-                                    "file of image paths)")
-    return sorted(set(files))
 
 
 def label_path(im_file: str) -> Path:
@@ -232,7 +171,7 @@ def augment_hyp(cfg: dict):
 def build_dataset(data: dict, split: str, imgsz: int, batch: int, cfg: dict, augment: bool = True, stride: int = 32):
     """A CheckedYOLODataset for ``split`` of a loaded data yaml (see load_data_yaml). Empty data raises."""
     source = f"{data['yaml_file']} '{split}'"
-    im_files = list_images(data[split], field=split)
+    im_files = sorted({str(f) for f in list_images(data[split], field=split)})
     if not im_files:
         raise ValueError(f"{source}: no images found in {', '.join(data[split])} (expected *.jpg/*.png files)")
     cls = _dataset_class()

@@ -128,14 +128,14 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
     """
     t_start = time.perf_counter()
     if data is not None:
-        d = load_data_yaml(data)
+        d = load_data_yaml(data, splits=("val",))
         if ann is None:
             # convert only what will be scored: per-epoch validation on a subset stays cheap on big val sets
-            files = list_images(images if images is not None else d["images"])
+            files = list_images(images if images is not None else d["val"], field=None if images else "val")
             images = [files[i] for i in select_subset(len(files), max_images)]
             ann = yolo_to_coco(images, d["names"], verbose=verbose)
         elif images is None:
-            images = d["images"]
+            images = d["val"]
     if images is None or ann is None:
         raise ValueError("evaluate: supply images= (folder) and ann= (COCO json), or data= (YOLO data yaml)")
     gt, source = _read_ann(ann, f"{data} (val labels as COCO json)" if data is not None else "annotations")

@@ -111,21 +111,23 @@ def plot_gamma_hist(start: torch.Tensor, end: torch.Tensor, path, title: str = "
     return path
 
 
-def targeted_masks(detector, target_macs: float, round_to: int = 16, criterion: str = "bn",
+def targeted_masks(detector, target_macs: float, round_to: int = 16, min_keep: float = 0.1, ignore=(),
                    trace_size: int = 64) -> dict[str, torch.Tensor]:
     """{BN name: bool mask} of the channels that pruning to ``target_macs`` would remove from ``detector`` now.
 
-    The same tracer and planner as ``tools/prune.py`` (run on a CPU copy, so training state is untouched): pruning
-    later with the same target and round_to picks these channels, whose γ the targeted penalty has driven to 0.
+    The same tracer and planner as ``tools/prune.py`` with its default ranking, |γ| (run on a CPU copy, so training
+    state is untouched): pruning later with the same target and round_to picks these channels, whose γ the
+    targeted penalty has driven to 0, since zeros rank lowest.
     """
     import copy
 
     from ..graph import trace
-    from ..prune.plan import make_plan
+    from ..prune.plan import make_plan, resolve_names
 
     model = copy.deepcopy(detector).float().cpu()
-    graph = trace(model, imgsz=trace_size)
-    plan = make_plan(graph, target_macs=target_macs, round_to=round_to, criterion=criterion)
+    names = [n for n, _ in model.named_modules() if n]
+    graph = trace(model, imgsz=trace_size, ignore=resolve_names(ignore, names, "target_ignore"))
+    plan = make_plan(graph, target_macs=target_macs, round_to=round_to, min_keep=min_keep, criterion="bn")
     by_gid = {g.gid: g for g in graph.groups}
     modules = dict(model.named_modules())
     masks: dict[str, torch.Tensor] = {}
@@ -169,8 +171,9 @@ class TargetedSparsity:
         if state.epoch < int(self.cfg["target_start"]):
             self.masks = {}
             return
-        masks = targeted_masks(state.detector, float(self.cfg["target_macs"]), int(self.cfg["target_round_to"]),
-                               str(self.cfg["target_criterion"]))
+        c = self.cfg
+        masks = targeted_masks(state.detector, float(c["target_macs"]), int(c["target_round_to"]),
+                               float(c["target_min_keep"]), list(c["target_ignore"] or ()))
         self.masks = {n: m for n, m in masks.items() if n in self.bns}
         self.selected = int(sum(int(m.sum()) for m in self.masks.values()))
         state.target_selected = self.selected

@@ -1,0 +1,79 @@
+"""Where a dataset's images are: the data yaml (ultralytics/yolov5 style) and image sources (folder, list file,
+single image, or a list of those). One parser for training, evaluation and the tools."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+IMG_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
+
+
+def list_images(source, field: str | None = None) -> list[Path]:
+    """Image files of a folder (recursive, sorted), a single image, a .txt list of paths (relative entries are
+    relative to the list file, the yolov5 convention), or a list of those. ``field`` names the data-yaml field
+    the source came from, for the error message."""
+    if isinstance(source, (list, tuple)):
+        return [p for s in source for p in list_images(s, field)]
+    p = Path(source)
+    where = f"data field '{field}': " if field else ""
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMG_SUFFIXES and f.is_file())
+        if not files:
+            raise FileNotFoundError(f"{where}{p}: no images found (expected files ending in "
+                                    f"{', '.join(IMG_SUFFIXES)})")
+        return files
+    if p.is_file() and p.suffix.lower() == ".txt":
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+        return [Path(ln) if Path(ln).is_absolute() else (p.parent / ln).resolve() for ln in lines]
+    if p.is_file():
+        return [p]
+    raise FileNotFoundError(f"{where}{p} does not exist. Supply an image file, a folder of images or a .txt list "
+                            "of image paths")
+
+
+def load_data_yaml(path: str | os.PathLike, splits=("train", "val")) -> dict:
+    """Read an ultralytics/yolov5 data yaml.
+
+    Returns {"path": root, "yaml_file", "names" {i: name}, "nc", and for every split present (train/val/test) a
+    list of absolute source paths}. ``splits`` must be present and exist. ``path:`` (if given) is the root the
+    splits are relative to (relative roots: beside the yaml when there, else from the working directory);
+    without it they are relative to the yaml's folder.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: data yaml not found. Supply an ultralytics-style data yaml (path, train, val, "
+                                "names), e.g. from yolo_prune.data.synthetic.make_synthetic()")
+    raw = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{p}: expected a mapping with keys path/train/val/names, found {type(raw).__name__}")
+    root = p.parent.resolve()
+    if raw.get("path"):
+        r = Path(str(raw["path"]))
+        root = r if r.is_absolute() else ((p.parent / r).resolve() if (p.parent / r).exists() else r.resolve())
+    out: dict = {"path": root, "yaml_file": p}
+    for split in ("train", "val", "test"):
+        if not raw.get(split):
+            if split in splits:
+                raise ValueError(f"{p}: field '{split}' is missing or empty (expected an image folder, list file or "
+                                 f"list of them; found keys {sorted(raw)})")
+            continue
+        items = raw[split] if isinstance(raw[split], list) else [raw[split]]
+        out[split] = [str(Path(x) if Path(x).is_absolute() else root / x) for x in items]
+        if split in splits:
+            for src in out[split]:
+                if not Path(src).exists():
+                    raise FileNotFoundError(f"{p}: field '{split}' points to {src}, which does not exist")
+    names = raw.get("names")
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names:
+        raise ValueError(f"{p}: field 'names' expected a list or {{index: name}} mapping, found {names!r}")
+    names = {int(k): str(v) for k, v in names.items()}
+    if sorted(names) != list(range(len(names))):
+        raise ValueError(f"{p}: field 'names' expected indices 0..{len(names) - 1}, found {sorted(names)}")
+    if raw.get("nc") is not None and int(raw["nc"]) != len(names):
+        raise ValueError(f"{p}: field 'nc' is {raw['nc']} but 'names' has {len(names)} entries")
+    out["names"], out["nc"] = names, len(names)
+    return out
