@@ -47,6 +47,9 @@ def main():
     p.add_argument("--compensate", default="exact", choices=["bias", "exact", "off"])
     p.add_argument("--round-to", type=int, default=16)
     p.add_argument("--ft-set", nargs="*", default=[], help="overrides for (b)'s fine-tune only, KEY=VALUE")
+    p.add_argument("--restart-lr", action="store_true",
+                   help="(b)'s fine-tune restarts at lr0 (the old behaviour) instead of continuing (a)'s LR schedule")
+    p.add_argument("--reuse-sparse", action="store_true", help="keep (b)'s sparse run if the folder has one")
     p.add_argument("--arms", default="ab", choices=["ab", "a", "b"], help="run only one arm (tuning)")
     p.add_argument("--out", default="runs/bench/arms")
     a = p.parse_args()
@@ -75,14 +78,37 @@ def main():
     finish(a, out, rows, t0)
 
 
+def split_schedule(recipe: dict, e1: int, e2: int) -> tuple[dict, dict]:
+    """(a)'s linear LR schedule over e1 + e2 epochs, cut at e1: the sparse run decays only to where (a) is after
+    e1 epochs and the fine-tune continues from there, so both arms see the same LR at every epoch."""
+    from yolo_prune.train.config import resolve
+
+    cfg = resolve(recipe)
+    if cfg["cos_lr"]:
+        raise SystemExit("--set cos_lr=true: the split schedule is worked out for linear decay only")
+    lr0, lrf = float(cfg["lr0"]), float(cfg["lrf"])
+    step = (1 - lrf) / (e1 + e2)  # LR factor lost per epoch in (a)
+    lrf1 = 1 - e1 * step
+    return {"lrf": lrf1}, {"lr0": lr0 * lrf1, "lrf": 1 - e2 * step / lrf1}
+
+
 def run_b(a, out, data, recipe, ev, rows, start_teacher):
+    sched_sparse, sched_ft = ({}, {}) if a.restart_lr else split_schedule(recipe, a.e1, a.e2)
     t = time.time()
     targeted = {} if a.sparsity == "l1" else {
         "sparsity": "targeted", "target_macs": a.target_macs, "target_round_to": a.round_to,
         "target_start": a.target_start, "target_zero_at": a.target_zero_at}
-    sparse = sparse_train(a.weights, str(data), out_dir=out / "b_sparse", teacher=start_teacher,
-                          overrides={**recipe, "epochs": a.e1, "sr": a.sr, **targeted})
-    rows["b_sparse"] = {**evaluate(sparse["last"], **ev), "wall_s": time.time() - t, "gamma": sparse["gamma"]}
+    if a.reuse_sparse and (out / "b_sparse" / "last.pt").is_file():  # tuning the fine-tune only
+        from yolo_prune.models import load
+        from yolo_prune.train.sparsity import gamma_shares, prunable_bns
+
+        sparse = {"last": str(out / "b_sparse" / "last.pt"),
+                  "gamma": gamma_shares(prunable_bns(load(out / "b_sparse" / "last.pt")))}
+        rows["b_sparse"] = {**evaluate(sparse["last"], **ev), "gamma": sparse["gamma"], "reused": True}
+    else:
+        sparse = sparse_train(a.weights, str(data), out_dir=out / "b_sparse", teacher=start_teacher,
+                              overrides={**recipe, "epochs": a.e1, "sr": a.sr, **targeted, **sched_sparse})
+        rows["b_sparse"] = {**evaluate(sparse["last"], **ev), "wall_s": time.time() - t, "gamma": sparse["gamma"]}
     t = time.time()
     rep = prune_checkpoint(sparse["last"], out / "b_pruned.pt", target_macs=a.target_macs, round_to=a.round_to,
                            imgsz=a.imgsz, compensate=a.compensate)
@@ -91,7 +117,7 @@ def run_b(a, out, data, recipe, ev, rows, start_teacher):
     t = time.time()
     ft = finetune(str(out / "b_pruned.pt"), str(data), out_dir=out / "b_finetune",
                   teacher=(start_teacher or sparse["last"]) if a.distill else None,
-                  overrides={**recipe, "epochs": a.e2, "warmup_epochs": 0.0,
+                  overrides={**recipe, "epochs": a.e2, "warmup_epochs": 0.0, **sched_ft,
                              **{k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in a.ft_set)}})
     rows["b_finetuned"] = {**evaluate(ft["last"], **ev), "wall_s": time.time() - t}
 

@@ -84,11 +84,17 @@ def test_ratio_half_saves_macs_and_reloads_bit_identically(name, request, tmp_pa
     a = load(out)
     code = ("import torch,sys; from yolo_prune.models import load; m=load(sys.argv[1]); "
             "x=torch.rand(1,3,96,160,generator=torch.Generator().manual_seed(0)); "
-            "torch.save(m(x), sys.argv[2])")
+            "torch.save({'y': m(x).detach(), 'state': m.state_dict()}, sys.argv[2])")
     subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "y.pt")], check=True, cwd=ROOT)
+    fresh = torch.load(tmp_path / "y.pt")
+    state = a.state_dict()
+    assert list(fresh["state"]) == list(state)  # fresh process: the same layers, bit-identical weights
+    assert all(torch.equal(fresh["state"][k], v) for k, v in state.items())
     x = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(a(x), torch.load(tmp_path / "y.pt"))  # fresh process, bit-identical
+        # same weights, same input; oneDNN may pick other kernels in a process that ran other shapes (last-bit
+        # differences), so the outputs are compared at float32 rounding level
+        torch.testing.assert_close(a(x), fresh["y"], rtol=1e-5, atol=1e-6)
         for hw in ((64, 64), (128, 96)):  # runs at other sizes, every width consistent
             assert a(torch.rand(1, 3, *hw)).shape[0] == 1
 

@@ -10,17 +10,18 @@ import yaml
 IMG_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
 
 
-def list_images(source, field: str | None = None) -> list[Path]:
+def list_images(source, field: str | None = None, allow_empty: bool = False) -> list[Path]:
     """Image files of a folder (recursive, sorted), a single image, a .txt list of paths (relative entries are
     relative to the list file, the yolov5 convention), or a list of those. ``field`` names the data-yaml field
-    the source came from, for the error message."""
+    the source came from, for the error message; ``allow_empty`` returns [] for a folder without images (the
+    caller reports it with more context)."""
     if isinstance(source, (list, tuple)):
-        return [p for s in source for p in list_images(s, field)]
+        return [p for s in source for p in list_images(s, field, allow_empty)]
     p = Path(source)
     where = f"data field '{field}': " if field else ""
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMG_SUFFIXES and f.is_file())
-        if not files:
+        if not files and not allow_empty:
             raise FileNotFoundError(f"{where}{p}: no images found (expected files ending in "
                                     f"{', '.join(IMG_SUFFIXES)})")
         return files

@@ -171,7 +171,7 @@ def augment_hyp(cfg: dict):
 def build_dataset(data: dict, split: str, imgsz: int, batch: int, cfg: dict, augment: bool = True, stride: int = 32):
     """A CheckedYOLODataset for ``split`` of a loaded data yaml (see load_data_yaml). Empty data raises."""
     source = f"{data['yaml_file']} '{split}'"
-    im_files = sorted({str(f) for f in list_images(data[split], field=split)})
+    im_files = sorted({str(f) for f in list_images(data[split], field=split, allow_empty=True)})
     if not im_files:
         raise ValueError(f"{source}: no images found in {', '.join(data[split])} (expected *.jpg/*.png files)")
     cls = _dataset_class()
