@@ -1,7 +1,7 @@
 """Benchmark: yolov8n from scratch on the synthetic shapes set at imgsz 160 — time (wall and process CPU) until
 val mAP50 >= target, and the full per-epoch curve.
 
-python benchmarks/train_synthetic.py --out runs/bench_syn [--epochs 12] [--n-train 384] [--target 0.7]
+python benchmarks/train_synthetic.py --out runs/bench_syn [--epochs 12] [--n-train 384] [--target 0.7] [--stop-at-target]
 """
 import argparse
 import json
@@ -36,6 +36,7 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--target", type=float, default=0.7)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--stop-at-target", action="store_true", help="end the run at the first epoch that reaches it")
     args = p.parse_args()
     import yaml
 
@@ -51,6 +52,7 @@ def main():
         row["wall_s"], row["cpu_s"] = time.time() - t0, cpu_seconds() - c0
         if not reached and row.get("mAP50", 0) >= args.target:
             reached.update(epoch=row["epoch"], wall_s=row["wall_s"], cpu_s=row["cpu_s"], mAP50=row["mAP50"])
+            state.stop = args.stop_at_target
 
     res = train(det, data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, out_dir=args.out,
                 overrides=overrides, hooks={"epoch_end": [on_epoch_end]})

@@ -128,3 +128,17 @@ def test_cli_reports_config_errors(capsys):
         sys.argv = argv
     assert e.value.code == 2
     assert "did you mean 'epochs_finetune'" in capsys.readouterr().err
+
+
+def test_targeted_sparsity_makes_the_cut_free(tmp_path):
+    """sparsity: targeted fades exactly the channels the prune stage removes, so pruning changes no mAP."""
+    out = tmp_path / "run"
+    cfg = resolve_config(None, {**TINY, "out": str(out), "sparsity": "targeted", "compensate": "exact",
+                                "epochs_finetune": 0})
+    run_pipeline(cfg, progress=False)
+    rows = {r["stage"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    assert rows["pruned"]["macs"] <= 0.75 * rows["baseline"]["macs"]
+    assert rows["pruned"]["mAP50-95"] == pytest.approx(rows["sparse"]["mAP50-95"], abs=1e-3)
+    pruned = json.loads((out / STAGE_DIRS["prune"] / "pruned.json").read_text())
+    assert pruned["verification"]["max_rel_diff"] < 1e-4  # only constant (γ = 0) channels were cut
+    assert "sparsity=targeted" in (out / "report.md").read_text()
