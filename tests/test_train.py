@@ -325,3 +325,33 @@ def test_recalibrate_bn_replaces_stale_statistics():
     assert recalibrate_bn(net, []) == 0 and torch.equal(net[1].running_mean, before)
     recalibrate_bn(net, [{"img": (x * 255).round().to(torch.uint8)}])
     assert torch.allclose(net[1].running_mean, before, atol=0.02)
+
+
+def test_darknet_cli_chain_targeted_sparse_prune_finetune(tmp_path, syn):
+    """Acceptance 4: the two training CLIs on a darknet cfg (random init, synthetic data), with targeted sparsity so
+    that the cut in between removes only faded channels."""
+    cfg = ROOT / "cfg" / "yolov4-tiny.cfg"
+    common = ["--data", str(syn), "--epochs", "1", "--imgsz", "64", "--batch", "4", "--workers", "0", "--no-val",
+              "--set", "warmup_epochs=0", "close_mosaic=0", "mosaic=0", "nbs=4"]
+
+    def run(tool, *args):
+        r = subprocess.run([sys.executable, str(ROOT / "tools" / tool), *args], cwd=ROOT, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    out = run("sparse_train.py", "--weights", str(cfg), *common, "--sparsity", "targeted", "--target-macs", "0.6",
+              "--round-to", "8", "--out", str(tmp_path / "sparse"))
+    assert "γ share" in out
+    run("prune.py", "--weights", str(tmp_path / "sparse" / "last.pt"), "--target-macs", "0.6", "--round-to", "8",
+        "--compensate", "exact", "--imgsz", "64", "--out", str(tmp_path / "p.pt"))
+    rep = __import__("json").loads((tmp_path / "p.json").read_text())
+    assert rep["macs_ratio"] <= 0.6 and rep["verification"]["max_rel_diff"] < 1e-4
+    # a darknet cfg cannot hold the border term, so the exact cut says so and writes no .cfg; the bias cut does
+    assert "darknet cfg" in " ".join(rep["notes"]) and not (tmp_path / "p.cfg").exists()
+    run("prune.py", "--weights", str(tmp_path / "sparse" / "last.pt"), "--target-macs", "0.6", "--round-to", "8",
+        "--imgsz", "64", "--out", str(tmp_path / "pb.pt"))
+    assert (tmp_path / "pb.cfg").is_file() and (tmp_path / "pb.weights").is_file()
+    run("finetune.py", "--weights", str(tmp_path / "p.pt"), *common, "--teacher", str(tmp_path / "sparse" / "last.pt"),
+        "--out", str(tmp_path / "ft"))
+    assert record_layers(load(tmp_path / "ft" / "last.pt")) == record_layers(load(tmp_path / "p.pt"))
