@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -345,7 +346,7 @@ def test_darknet_cli_chain_targeted_sparse_prune_finetune(tmp_path, syn):
     assert "γ share" in out
     run("prune.py", "--weights", str(tmp_path / "sparse" / "last.pt"), "--target-macs", "0.6", "--round-to", "8",
         "--compensate", "exact", "--imgsz", "64", "--out", str(tmp_path / "p.pt"))
-    rep = __import__("json").loads((tmp_path / "p.json").read_text())
+    rep = json.loads((tmp_path / "p.json").read_text())
     assert rep["macs_ratio"] <= 0.6 and rep["verification"]["max_rel_diff"] < 1e-4
     # a darknet cfg cannot hold the border term, so the exact cut says so and writes no .cfg; the bias cut does
     assert "darknet cfg" in " ".join(rep["notes"]) and not (tmp_path / "p.cfg").exists()

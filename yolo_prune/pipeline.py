@@ -51,8 +51,8 @@ STAGE_DIRS = {
 PRUNE_TARGETS = ("target_macs", "ratio", "threshold")
 TRAIN_SECTIONS = ("train", "baseline_train", "sparse_train", "finetune_train")
 INT_KEYS = ("imgsz", "batch", "seed", "synthetic_train", "synthetic_val", "synthetic_nc", "epochs_baseline",
-            "epochs_sparse", "epochs_finetune", "sr_warmup", "target_start", "round_to", "eval_batch", "opset", "bench_runs",
-            "bench_warmup")
+            "epochs_sparse", "epochs_finetune", "sr_warmup", "target_start", "round_to", "eval_batch", "opset",
+            "bench_runs", "bench_warmup")
 
 
 class PipelineError(RuntimeError):

@@ -18,6 +18,7 @@ import torch
 from .. import offline  # noqa: F401  (keeps ultralytics offline and out of the home folder)
 from .sources import list_images, load_data_yaml  # noqa: F401  (load_data_yaml: re-exported for callers)
 
+
 class DataWarning(UserWarning):
     """Problems in a dataset that were skipped (bad label lines, unreadable images)."""
 

@@ -23,8 +23,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, device=None, max_batches
     device = device or next(model.parameters()).device
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.momentum, m.num_batches_tracked.clone())
              for m in bns]
-    was_training = model.training
-    modes = {m: m.training for m in model.modules()}
+    modes = {m: m.training for m in model.modules()}  # the model itself included
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch weighs the same
@@ -49,6 +48,5 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, device=None, max_batches
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(tracked)
         for m, mode in modes.items():
-            m.train(mode)
-        model.train(was_training)
+            m.training = mode
     return n

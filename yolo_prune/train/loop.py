@@ -216,7 +216,7 @@ def _run(detector, data_yaml: Path, cfg, out_dir, events, teacher, stage, resume
     loader = build_loader(dataset, batch, int(cfg["workers"]), seed, rank=max(rank, 0), world_size=world)
     nb = len(loader)
     calib_loader = None
-    if int(cfg["bn_recalibrate"]) > 0:
+    if main and int(cfg["bn_recalibrate"]) > 0:  # only the main process evaluates and saves
         calib_set = build_dataset(data, "train", imgsz, batch, cfg, augment=False, stride=stride)
         calib_loader = build_loader(calib_set, batch, 0, seed, shuffle=False)
 

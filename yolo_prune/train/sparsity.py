@@ -176,7 +176,6 @@ class TargetedSparsity:
                                float(c["target_min_keep"]), list(c["target_ignore"] or ()))
         self.masks = {n: m for n, m in masks.items() if n in self.bns}
         self.selected = int(sum(int(m.sum()) for m in self.masks.values()))
-        state.target_selected = self.selected
 
     def after_step(self, state) -> None:
         if not self.masks:
