@@ -74,7 +74,8 @@ def test_group_norm_prunes_whole_groups_keeps_kept_channels_and_reloads_from_spe
     assert layer_widths(model)["conv2"] == [8, 8] and rep["macs_after"] == profile(model, 32)["macs"]
     # whole groups went, so the kept channels' GroupNorm statistics (and outputs) are the original ones
     kept = [int((ref.gn1.weight == w).nonzero()) for w in model.gn1.weight]
-    assert [kept[i:i + 4] for i in (0, 4)] == [list(range(k, k + 4)) for k in kept[::4]] and all(k % 4 == 0 for k in kept[::4])
+    starts = kept[::4]
+    assert [kept[i:i + 4] for i in (0, 4)] == [list(range(k, k + 4)) for k in starts] and all(k % 4 == 0 for k in starts)
     with torch.no_grad():
         want = ref.gn1(ref.conv1(x))[:, kept]
         assert torch.allclose(model.gn1(model.conv1(x)), want, atol=1e-6)

@@ -6,8 +6,8 @@ together: an element-wise add/mul couples channel i of both operands, a concat l
 equal split/chunk couples position i of every part (so chunks stay equal after pruning), pools and upsampling pass
 labels through. Layers with weights (conv, linear, norms) are handled by their ``yolo_prune.layers`` handler,
 which says how a call passes labels (a dense conv consumes its input's labels and creates fresh ones for its
-outputs, a BN or depthwise conv passes them through). Any op we do not understand marks the channels it touches as fixed, so an unknown op can make
-pruning more conservative but never wrong.
+outputs, a BN or depthwise conv passes them through). Any op we do not understand marks the channels it touches
+as fixed, so an unknown op can make pruning more conservative but never wrong.
 
 Working on aten ops (not torch.fx) means ultralytics' dynamic heads, torchvision models and darknet routes all
 trace the same way, and parameters with ``requires_grad=False`` trace like any other.

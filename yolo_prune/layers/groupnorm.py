@@ -33,7 +33,8 @@ def _whole_groups(keep: torch.Tensor, size: int) -> bool:
     if len(keep) % size:
         return False
     blocks = keep.view(-1, size)
-    return bool((blocks[:, 0] % size == 0).all() and (blocks - blocks[:, :1] == torch.arange(size, device=keep.device)).all())
+    offsets = torch.arange(size, device=keep.device)
+    return bool((blocks[:, 0] % size == 0).all() and (blocks - blocks[:, :1] == offsets).all())
 
 
 @register(nn.GroupNorm)

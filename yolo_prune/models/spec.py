@@ -1,8 +1,9 @@
 """Per-layer width specs: how a pruned architecture is written down and rebuilt (timm style).
 
 A checkpoint stores the family's base architecture (yaml dict or darknet cfg text) plus ``layers``: the shape of
-every layer a ``yolo_prune.layers`` handler knows (Conv2d, BatchNorm2d, Linear, GroupNorm). Rebuilding builds the base, then swaps in modules of the recorded shapes
-before the weights are loaded, so a pruned model never depends on pickled classes.
+every layer a ``yolo_prune.layers`` handler knows (Conv2d, BatchNorm2d, Linear, GroupNorm). Rebuilding builds
+the base, then swaps in modules of the recorded shapes before the weights are loaded, so a pruned model never
+depends on pickled classes.
 """
 from __future__ import annotations
 
