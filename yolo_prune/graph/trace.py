@@ -297,11 +297,11 @@ class _Tracer(TorchDispatchMode):
                 self._opaque(f"{op} (weights not owned by a known layer)", [x], out)
             return
         self.ran.add(name)
-        labs = self._layer_labels(name, handler, handler.channel_flow(m, x, args), handler.widths(m), x)
+        labs = self._layer_labels(name, handler.channel_flow(m, x, args), handler.widths(m), x)
         self._set(y, labs)
         handler.note_call(self, name, m, args, x, y)
 
-    def _layer_labels(self, name: str, handler, flow: ChannelFlow, widths: tuple, x) -> np.ndarray:
+    def _layer_labels(self, name: str, flow: ChannelFlow, widths: tuple, x) -> np.ndarray:
         """Record the slots of one layer call and return the labels of its output."""
         n_in, n_out = widths
         lab_x = self._get(x)
