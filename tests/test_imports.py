@@ -5,6 +5,7 @@ core (layers/, graph/, prune/, models/spec.py, eval/profile.py) takes part in no
 ones listed below, which belong to other work (issue 15) and are reported, not hidden.
 """
 import ast
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,7 @@ def _targets(module: str, is_pkg: bool, node, mods: dict) -> list:
     return [f"{target}.{a.name}" if f"{target}.{a.name}" in mods else target for a in node.names]
 
 
+@lru_cache(maxsize=1)
 def import_graph() -> dict:
     """{module: set of yolo_prune modules it imports anywhere in its body}."""
     mods = _modules()

@@ -89,9 +89,6 @@ class Slot:
     role: Role
     index: int
 
-    def __post_init__(self):  # a plain string ("bn") from older code becomes its Role
-        object.__setattr__(self, "role", Role(self.role))
-
 
 @dataclass
 class ConvInfo:
@@ -312,9 +309,10 @@ class _Tracer(TorchDispatchMode):
             self._fix(lab_in, f"{name}: {flow.fixed} keeps its channels")
             self.fixed_reasons.setdefault(name, flow.fixed)
             return self._fresh(n_out, fixed=True)
-        for start in range(0, len(lab_in) - flow.block + 1, flow.block):  # e.g. a GroupNorm group goes whole
-            for lab in lab_in[start + 1:start + flow.block]:
-                self.uf.union(lab_in[start], lab)
+        if flow.block > 1:  # e.g. a GroupNorm group goes whole
+            for start in range(0, len(lab_in) - flow.block + 1, flow.block):
+                for lab in lab_in[start + 1:start + flow.block]:
+                    self.uf.union(lab_in[start], lab)
         for j, lab in enumerate(lab_in):
             self._slot(lab, Slot(name, flow.in_role, j))
         if flow.out_role is None:  # pass-through: output channel j is input channel j
