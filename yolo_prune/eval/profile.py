@@ -4,10 +4,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers import handler_for
+
 
 @torch.no_grad()
 def profile(model: nn.Module, imgsz: int | tuple[int, int] = 640, batch: int = 1) -> dict:
-    """Count parameters and multiply-accumulates of Conv/Linear layers for one image of ``imgsz``.
+    """Count parameters and multiply-accumulates of every computing layer (Conv/Linear) for one ``imgsz`` image.
 
     Returns {"params", "macs", "gflops"}; ``macs`` are per batch of ``batch`` images.
     """
@@ -16,13 +18,10 @@ def profile(model: nn.Module, imgsz: int | tuple[int, int] = 640, batch: int = 1
 
     def hook(m, inp, out):
         nonlocal macs
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-            macs += out.numel() * k
-        elif isinstance(m, nn.Linear):
-            macs += out.numel() * m.in_features
+        macs += handler_for(m).call_macs(m, out)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if handler_for(m) is not None and handler_for(m).computes]
     was_training = model.training
     ref = next(iter(model.parameters()), None)
     device = ref.device if ref is not None else "cpu"

@@ -4,9 +4,10 @@ We run the model on a small example input under a ``TorchDispatchMode`` and foll
 tensor along dim 1. Each channel carries a label; labels are merged (union-find) when two channels must be pruned
 together: an element-wise add/mul couples channel i of both operands, a concat lays labels side by side, an
 equal split/chunk couples position i of every part (so chunks stay equal after pruning), pools and upsampling pass
-labels through. Convolutions and linear layers consume the labels of their input and create fresh labels for
-their outputs. Any op we do not understand marks the channels it touches as fixed, so an unknown op can make
-pruning more conservative but never wrong.
+labels through. Layers with weights (conv, linear, norms) are handled by their ``yolo_prune.layers`` handler,
+which says how a call passes labels (a dense conv consumes its input's labels and creates fresh ones for its
+outputs, a BN or depthwise conv passes them through). Any op we do not understand marks the channels it touches
+as fixed, so an unknown op can make pruning more conservative but never wrong.
 
 Working on aten ops (not torch.fx) means ultralytics' dynamic heads, torchvision models and darknet routes all
 trace the same way, and parameters with ``requires_grad=False`` trace like any other.
@@ -21,6 +22,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..layers import ChannelFlow, Role, handler_for, layer_ops
+
 aten = torch.ops.aten
 
 # Ops that keep dim 1 as it is (when the output has the same channel count as the input).
@@ -31,8 +34,6 @@ _CHANNELWISE = {
     "dropout", "native_dropout", "hardswish", "hardswish_", "lift_fresh", "max_pool1d", "avg_pool1d",
     "replication_pad2d", "reflection_pad2d", "_pad_enum", "_pad_circular",
 }
-_BATCHNORM = {"_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
-              "cudnn_batch_norm", "batch_norm", "_batch_norm_impl_index"}
 _VIEWS = {"view", "_unsafe_view", "reshape", "_reshape_alias", "flatten"}
 _NO_DATA = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "sym_size",
             "sym_stride", "sym_numel", "size", "stride", "is_same_size", "_local_scalar_dense", "item",
@@ -83,9 +84,9 @@ class _UnionFind:
 
 @dataclass(frozen=True)
 class Slot:
-    """One prunable index of one layer: ``role`` is out|in|dw (conv), bn, lin_out|lin_in (linear)."""
+    """One prunable index of one layer; ``role`` says which side of the layer it is (see ``Role``)."""
     module: str
-    role: str
+    role: Role
     index: int
 
 
@@ -118,17 +119,15 @@ class Group:
         return sorted({m for m, _, _ in self.signature})
 
     def bn_slots(self, k: int) -> list[Slot]:
-        return [s for s in self.channels[k] if s.role == "bn"]
+        return [s for s in self.channels[k] if s.role is Role.BN]
 
     def __str__(self) -> str:
-        roles = {"out": "out channels", "dw": "channels (depthwise: in = out)", "in": "in channels",
-                 "bn": "BN features", "lin_out": "out features", "lin_in": "in features"}
-        producers = [(m, r, n) for m, r, n in self.signature if r in ("out", "dw", "lin_out")]
+        producers = [(m, r, n) for m, r, n in self.signature if r.produces]
         head = producers[0] if producers else self.signature[0]
         lines = [f"Group {self.gid}: {self.width} channels, triggered by pruning {head[0]} "
-                 f"({roles[head[1]]})"]
+                 f"({head[1].description})"]
         for m, r, n in self.signature:
-            what = roles[r]
+            what = r.description
             if n > 1:
                 what += f", {n} positions per channel (concat/split/flatten copies)"
             trig = "=>" if (m, r, n) != head else "  "
@@ -151,6 +150,16 @@ class DependencyGraph:
     def prunable_modules(self) -> set:
         return {m for g in self.groups for m in g.modules()}
 
+    def fold_bias_target(self, name: str) -> str | None:
+        """The layer right after ``name`` that can absorb a per-channel constant added to ``name``'s output
+        (a BN's running_mean), or None: then β compensation folds into ``name``'s own bias."""
+        info = self.conv_info.get(name)
+        if info is None or info.bn is None:
+            return None
+        norm = self.model.get_submodule(info.bn)
+        handler = handler_for(norm)
+        return info.bn if handler is not None and handler.absorbs_shift(norm) else None
+
 
 class _Tracer(TorchDispatchMode):
     def __init__(self, model: nn.Module, fixed_out: set[str]):
@@ -163,16 +172,13 @@ class _Tracer(TorchDispatchMode):
         self.first_slot_label: dict[Slot, int] = {}
         self.conv_info: dict[str, ConvInfo] = {}
         self.fixed_out = fixed_out
-        self.params: dict[int, tuple[str, nn.Module]] = {}
-        self.compensation_of: dict[int, str] = {}  # compensation buffer -> its conv
+        self.params: dict[int, tuple] = {}  # data_ptr -> (layer name, module, handler, is aux term)
         self.conv_out_labels: dict[str, np.ndarray] = {}  # conv -> labels of its latest output
+        self.layer_ops = layer_ops()  # aten op -> a handler that reads its operands
         for name, m in model.named_modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight is not None:
-                self.params[m.weight.data_ptr()] = (name, m)
-                if isinstance(getattr(m, "compensation", None), torch.Tensor):  # CompensatedConv2d's border term
-                    self.compensation_of[m.compensation.data_ptr()] = name
-            elif isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
-                self.params[m.running_mean.data_ptr()] = (name, m)
+            handler = handler_for(m)
+            for ptr, aux in (handler.trace_keys(m) if handler is not None else {}).items():
+                self.params[ptr] = (name, m, handler, aux)
         self.module_stack: list[str] = []
         self.boundary: set[str] = set()
         self.producer_of: dict[int, str] = {}  # id(tensor) -> conv that produced it (for conv -> BN)
@@ -234,12 +240,8 @@ class _Tracer(TorchDispatchMode):
         name = func._overloadpacket.__name__ if hasattr(func, "_overloadpacket") else str(func)
         tensors_in = [a for a in _flat_tensors((args, kwargs))]
         labeled_in = [t for t in tensors_in if id(t) in self.labels]
-        if name == "convolution":
-            return self._conv(args, out)
-        if name in _BATCHNORM:
-            return self._bn(args, out)
-        if name in ("addmm", "mm", "linear"):
-            return self._linear(name, args, out)
+        if name in self.layer_ops:
+            return self._layer_op(name, args, out)
         if not labeled_in:
             return
         if name in ("cat", "concat", "concatenate"):
@@ -273,96 +275,71 @@ class _Tracer(TorchDispatchMode):
             if o.dim() >= 2:
                 self._set(o, self._fresh(o.shape[1], fixed=True))
 
-    def _conv(self, args, out):
-        x, w = args[0], args[1]
-        transposed, groups = bool(args[6]), int(args[8])
-        entry = self.params.get(w.data_ptr())
-        owner = self.compensation_of.get(w.data_ptr())
-        if owner is not None and owner in self.conv_out_labels:
-            # the constant-plane term of a CompensatedConv2d: per output channel of its own conv, so it carries
-            # that conv's labels (surgery slices the buffer with the conv's outputs)
-            self._set(out, self.conv_out_labels[owner])
-            return
-        lab_in = self._get(x)
-        if lab_in is None:
-            lab_in = self._fresh(x.shape[1], fixed=True)
-        if entry is None:  # a functional conv with a weight that is not a module parameter
-            self._opaque("convolution (weight not owned by an nn.Conv2d)", [x] if id(x) in self.labels else [], out)
-            return
-        mname, m = entry
-        self.ran.add(mname)
-        info = self.conv_info.setdefault(mname, ConvInfo())
-        info.out_hw, info.kernel, info.groups = tuple(out.shape[2:]), int(np.prod(w.shape[2:])), groups
-        info.calls += 1
-        cin, cout = x.shape[1], out.shape[1]
-        if transposed or (groups > 1 and not (groups == cin == cout)):
-            self._fix(lab_in, f"{mname}: grouped/transposed conv (groups={groups}) keeps its channels")
-            self.fixed_reasons.setdefault(mname, f"grouped/transposed conv (groups={groups})")
-            labs = self._fresh(cout, fixed=True)
-        elif groups > 1:  # depthwise: output channel j is input channel j
-            labs = lab_in
-            for j, lab in enumerate(lab_in):
-                self._slot(lab, Slot(mname, "dw", j))
-            if mname in self.fixed_out:
-                self._fix(labs, f"{mname}: output may not be pruned")
-        else:
-            for j, lab in enumerate(lab_in):
-                self._slot(lab, Slot(mname, "in", j))
-            labs = self._fresh(cout, fixed=mname in self.fixed_out)
-            for j, lab in enumerate(labs):
-                self._slot(lab, Slot(mname, "out", j))
-        self._set(out, labs)
-        self.conv_out_labels[mname] = labs
-        self.producer_of[id(out)] = mname
-
-    def _bn(self, args, out):
-        x = args[0]
-        rm = args[3] if len(args) > 3 else None
-        entry = self.params.get(rm.data_ptr()) if isinstance(rm, torch.Tensor) else None
+    # -- layers with weights: their handler says how a call passes labels -------------------------------------
+    def _layer_op(self, op, args, out):
+        x, key = self.layer_ops[op].operands(op, args)
         y = out[0] if isinstance(out, (tuple, list)) else out
-        labs = self._get(x)
-        if labs is None:
+        entry = self.params.get(key.data_ptr()) if isinstance(key, torch.Tensor) else None
+        if entry is not None and op not in entry[2].ops:
+            entry = None
+        if entry is None:  # a functional call with weights that no known layer owns
+            if id(x) in self.labels:
+                self._opaque(f"{op} (weights not owned by a known layer)", [x], out)
             return
-        if entry is None:
-            self._opaque("batch_norm (not an nn.BatchNorm2d)", [x], out)
+        name, m, handler, aux = entry
+        if aux:  # a per-output-channel term of a layer (CompensatedConv2d's border): it carries the layer's labels
+            if name in self.conv_out_labels:
+                self._set(y, self.conv_out_labels[name])
+            elif id(x) in self.labels:
+                self._opaque(f"{op} (weights not owned by a known layer)", [x], out)
             return
-        mname, _ = entry
-        self.ran.add(mname)
+        self.ran.add(name)
+        labs = self._layer_labels(name, handler.channel_flow(m, x, args), handler.widths(m), x)
+        self._set(y, labs)
+        handler.note_call(self, name, m, args, x, y)
+
+    def _layer_labels(self, name: str, flow: ChannelFlow, widths: tuple, x) -> np.ndarray:
+        """Record the slots of one layer call and return the labels of its output."""
+        n_in, n_out = widths
+        lab_x = self._get(x)
+        lab_in = lab_x if lab_x is not None and flow.input_fixed is None else self._fresh(n_in, fixed=True)
+        if flow.input_fixed is not None:
+            self._fix(lab_x, f"{name}: {flow.input_fixed}")
+        if flow.fixed is not None:
+            self._fix(lab_in, f"{name}: {flow.fixed} keeps its channels")
+            self.fixed_reasons.setdefault(name, flow.fixed)
+            return self._fresh(n_out, fixed=True)
+        if flow.block > 1:  # e.g. a GroupNorm group goes whole
+            for start in range(0, len(lab_in) - flow.block + 1, flow.block):
+                for lab in lab_in[start + 1:start + flow.block]:
+                    self.uf.union(lab_in[start], lab)
+        for j, lab in enumerate(lab_in):
+            self._slot(lab, Slot(name, flow.in_role, j))
+        if flow.out_role is None:  # pass-through: output channel j is input channel j
+            if flow.in_role.produces and name in self.fixed_out:
+                self._fix(lab_in, f"{name}: output may not be pruned")
+            return lab_in
+        labs = self._fresh(n_out, fixed=name in self.fixed_out)
         for j, lab in enumerate(labs):
-            self._slot(lab, Slot(mname, "bn", j))
+            self._slot(lab, Slot(name, flow.out_role, j))
+        return labs
+
+    # bookkeeping the handlers report through (``LayerHandler.note_call``)
+    def call_info(self, name: str) -> ConvInfo:
+        """Count one call of a computing layer; its handler fills in the geometry."""
+        info = self.conv_info.setdefault(name, ConvInfo())
+        info.calls += 1
+        return info
+
+    def note_producer(self, name: str, y: torch.Tensor) -> None:
+        """``y`` is ``name``'s output: a BN reading it is that layer's BN, an aux term carries its labels."""
+        self.conv_out_labels[name] = self._get(y)
+        self.producer_of[id(y)] = name
+
+    def note_bn_after(self, bn: str, x: torch.Tensor) -> None:
         conv = self.producer_of.get(id(x))
         if conv is not None and conv in self.conv_info:
-            self.conv_info[conv].bn = mname
-        self._set(y, labs)
-
-    def _linear(self, name, args, out):
-        if name == "addmm":
-            x, wt = args[1], args[2]
-        elif name == "mm":
-            x, wt = args[0], args[1]
-        else:
-            x, wt = args[0], args[1]
-        entry = self.params.get(wt.data_ptr())
-        if entry is None or not isinstance(entry[1], nn.Linear):
-            labeled = [t for t in (x,) if id(t) in self.labels]
-            if labeled:
-                self._opaque(name, labeled, out)
-            return
-        mname, m = entry
-        self.ran.add(mname)
-        info = self.conv_info.setdefault(mname, ConvInfo())
-        info.calls += 1
-        lab_in = self._get(x)
-        if lab_in is None or x.dim() != 2:
-            lab_in = self._fresh(m.in_features, fixed=True)
-            if x.dim() != 2:
-                self._fix(self._get(x), f"{mname}: linear on a {x.dim()}-D input")
-        for j, lab in enumerate(lab_in):
-            self._slot(lab, Slot(mname, "lin_in", j))
-        labs = self._fresh(m.out_features, fixed=mname in self.fixed_out)
-        for j, lab in enumerate(labs):
-            self._slot(lab, Slot(mname, "lin_out", j))
-        self._set(out, labs)
+            self.conv_info[conv].bn = bn
 
     def _cat(self, args, kwargs, out):
         tensors = list(args[0])
@@ -582,7 +559,7 @@ def _build_graph(model, tracer: _Tracer, ignore, example_shape) -> DependencyGra
     # a class is prunable only if something produces it (otherwise it comes from the input or a fixed op)
     by_signature: dict[tuple, list] = {}
     for root, slots in classes.items():
-        if root in fixed_roots or uf.fixed[root] or not any(s.role in ("out", "dw", "lin_out") for s in slots):
+        if root in fixed_roots or uf.fixed[root] or not any(s.role.produces for s in slots):
             continue
         counts: dict[tuple, int] = {}
         for s in slots:
@@ -594,6 +571,5 @@ def _build_graph(model, tracer: _Tracer, ignore, example_shape) -> DependencyGra
     for sig, chans in sorted(by_signature.items(), key=lambda kv: min(order.get(m, 0) for m, _, _ in kv[0])):
         chans.sort(key=lambda sl: min(s.index for s in sl))
         groups.append(Group(len(groups), chans, sig))
-    not_run = [n for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) and n not in tracer.ran]
+    not_run = [n for n, m in model.named_modules() if handler_for(m) is not None and n not in tracer.ran]
     return DependencyGraph(model, groups, dict(tracer.fixed_reasons), not_run, tracer.conv_info, example_shape)

@@ -9,21 +9,19 @@ from torch import nn
 
 from ..eval.profile import profile
 from ..graph import trace
+from ..layers import handler_for
 from .compensate import MODES, compensation_constants, fold_constants
 from .plan import PlanError, agp_schedule, check_selection, make_plan, resolve_names
 from .surgery import apply_plan
 
 
 def layer_widths(model: nn.Module) -> dict:
-    """{layer: [in, out]} of every Conv2d/Linear, {layer: [n, n]} of every BatchNorm2d."""
+    """{layer: [in, out]} of every layer a handler knows (Conv2d/Linear; [n, n] for BatchNorm2d/GroupNorm)."""
     widths = {}
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            widths[name] = [m.in_channels, m.out_channels]
-        elif isinstance(m, nn.Linear):
-            widths[name] = [m.in_features, m.out_features]
-        elif isinstance(m, nn.BatchNorm2d):
-            widths[name] = [m.num_features, m.num_features]
+        handler = handler_for(m)
+        if handler is not None:
+            widths[name] = list(handler.widths(m))
     return widths
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers import Role, handler_for
 from ..models.spec import CompensatedConv2d, set_module
 from .surgery import removal_sets
 
@@ -37,11 +38,11 @@ def compensation_constants(model: nn.Module, graph, plan, example: torch.Tensor)
     for g in graph.groups:
         for k in plan.remove.get(g.gid, ()):
             slots = g.channels[k]
-            bns = {s.module for s in slots if s.role == "bn"}
+            bns = {s.module for s in slots if s.role is Role.BN}
             for s in slots:
-                if s.role == "bn":
+                if s.role is Role.BN:
                     zero(modules[s.module].weight, s.index)
-                elif s.role in ("out", "dw", "lin_out"):
+                elif s.role.produces:
                     info = graph.conv_info.get(s.module)
                     if info is None or info.bn not in bns:  # no BN behind it: keep only the bias
                         zero(modules[s.module].weight, s.index)
@@ -50,7 +51,7 @@ def compensation_constants(model: nn.Module, graph, plan, example: torch.Tensor)
     handles = []
     for name in rm_in:
         m = modules[name]
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and not (isinstance(m, nn.Conv2d) and m.groups > 1):
+        if handler_for(m) is not None and handler_for(m).consumes_constants(m):
             def hook(mod, inp, name=name):
                 x = inp[0]
                 dims = [d for d in range(x.dim()) if d != 1]
@@ -102,9 +103,9 @@ def fold_constants(model: nn.Module, graph, constants: dict, mode: str = "bias")
             delta = kernel.sum(dim=(1, 2, 3))
         else:
             delta = (m.weight.detach()[:, idx] * c).sum(1)
-        bn_name = graph.conv_info[name].bn if name in graph.conv_info else None
-        if bn_name is not None and modules[bn_name].running_mean is not None:
-            modules[bn_name].running_mean.sub_(delta)
+        target = graph.fold_bias_target(name)  # a BN right after it takes the shift in its running_mean
+        if target is not None:
+            handler_for(modules[target]).fold_shift(modules[target], delta)
         elif m.bias is not None:
             m.bias.data.add_(delta)
         else:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..graph import trace
+from ..layers import Role
 from .api import output_difference, prune_model
 
 
@@ -23,11 +24,11 @@ def make_channels_constant(model: nn.Module, frac: float = 0.3, zero_beta: bool 
         for g in graph.groups:
             for k in rng.choice(g.width, int(frac * g.width), replace=False):
                 touched += 1
-                bns = {s.module for s in g.channels[k] if s.role == "bn"}
+                bns = {s.module for s in g.channels[k] if s.role is Role.BN}
                 for s in g.channels[k]:
                     m = mods[s.module]
-                    no_bn_behind = s.role in ("out", "dw", "lin_out") and graph.conv_info[s.module].bn not in bns
-                    if s.role == "bn" or no_bn_behind:
+                    no_bn_behind = s.role.produces and graph.conv_info[s.module].bn not in bns
+                    if s.role is Role.BN or no_bn_behind:
                         m.weight[s.index] = 0
                         if zero_beta and m.bias is not None:
                             m.bias[s.index] = 0

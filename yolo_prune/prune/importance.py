@@ -6,15 +6,16 @@ import torch
 from torch import nn
 
 from ..graph import Group
+from ..layers import Role
 
 CRITERIA = ("bn", "l1", "l2", "fpgm", "taylor", "random")
-PRODUCER_ROLES = ("out", "dw", "lin_out")
+PRODUCER_ROLES = tuple(r for r in Role if r.produces)
 
 
 def _weight_rows(module: nn.Module, role: str, index: int) -> torch.Tensor:
     """The weight slice a slot owns, flattened."""
     w = module.weight.detach()
-    if role in ("out", "dw", "lin_out"):
+    if role in PRODUCER_ROLES:
         return w[index].reshape(-1)
     return w[:, index].reshape(-1)
 
@@ -26,9 +27,9 @@ def group_scores(group: Group, modules: dict, criterion: str, rng: np.random.Gen
     if criterion == "random":
         return (rng or np.random.default_rng(0)).random(n)
     if criterion == "bn":
-        has_bn = any(s.role == "bn" for s in group.channels[0])
+        has_bn = any(s.role is Role.BN for s in group.channels[0])
         if has_bn:
-            return np.array([np.mean([abs(float(modules[s.module].weight.detach()[s.index])) for s in ch if s.role == "bn"])
+            return np.array([np.mean([abs(float(modules[s.module].weight.detach()[s.index])) for s in ch if s.role is Role.BN])
                              for ch in group.channels])
         criterion = "l2"  # a group without BN (e.g. a bias-only conv) falls back to the filter norm
     if criterion in ("l1", "l2"):
@@ -51,7 +52,7 @@ def group_scores(group: Group, modules: dict, criterion: str, rng: np.random.Gen
         total = 0.0
         for s in ch:
             m = modules[s.module]
-            if s.role == "bn":
+            if s.role.is_norm:
                 for p in (m.weight, m.bias):
                     if p is not None and p.grad is not None:
                         total += float((p.detach()[s.index] * p.grad[s.index]).abs())

@@ -7,9 +7,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from torch import nn
-
 from ..graph import DependencyGraph
+from ..layers import handler_for
 from .importance import group_scores
 
 
@@ -63,14 +62,12 @@ class MacsModel:
     """MACs of the traced model as a function of per-group removal counts (exact at the trace size)."""
 
     def __init__(self, graph: DependencyGraph, modules: dict):
-        self.base = {}
+        self.base = {}  # layer -> (handler, module, output positions at the trace size)
         for name, info in graph.conv_info.items():
             m = modules[name]
-            if isinstance(m, nn.Conv2d):
-                area = math.prod(info.out_hw) if info.out_hw else 1
-                self.base[name] = ("conv", area * info.kernel, m.in_channels, m.out_channels, m.groups)
-            elif isinstance(m, nn.Linear):
-                self.base[name] = ("linear", 1, m.in_features, m.out_features, 1)
+            handler = handler_for(m)
+            if handler is not None and handler.computes:
+                self.base[name] = (handler, m, math.prod(info.out_hw) if info.out_hw else 1)
         # per group: (module, role) -> positions per channel
         self.effects = [[(mod, role, n) for mod, role, n in g.signature] for g in graph.groups]
 
@@ -78,17 +75,14 @@ class MacsModel:
         rm_in, rm_out = {}, {}
         for gid, r in (counts or {}).items():
             for mod, role, n in self.effects[gid]:
-                if role in ("out", "lin_out", "dw"):
+                if role.cuts_out:
                     rm_out[mod] = rm_out.get(mod, 0) + r * n
-                if role in ("in", "lin_in", "dw"):
+                if role.cuts_in:
                     rm_in[mod] = rm_in.get(mod, 0) + r * n
         total = 0
-        for name, (kind, spatial, cin, cout, groups) in self.base.items():
-            ci, co = cin - rm_in.get(name, 0), cout - rm_out.get(name, 0)
-            if kind == "conv" and groups > 1 and groups == cin == cout:
-                total += spatial * co
-            else:
-                total += spatial * (ci // groups) * co
+        for name, (handler, m, positions) in self.base.items():
+            cin, cout = handler.widths(m)
+            total += handler.macs(m, positions, cin - rm_in.get(name, 0), cout - rm_out.get(name, 0))
         return total
 
 
