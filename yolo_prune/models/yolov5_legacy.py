@@ -19,6 +19,8 @@ from torch import nn
 
 from .detector import Detector
 from .detector import names_dict as _names_dict
+from .validate import YOLOV5_LAYERS, ModelSpecError, check_int, check_yaml_architecture, dry_run, guarded_build, \
+    limits
 
 __all__ = ["Conv", "Bottleneck", "C3", "SPPF", "SPP", "Focus", "Concat", "Detect", "DetectionModel",
            "YoloV5Detector", "build_yolov5", "load_yolov5_pt", "PICKLE_CLASSES"]
@@ -323,6 +325,26 @@ class YoloV5Detector(Detector):
         return [f"model.model.{idx}.m.{i}" for i in range(len(self._detect().m))]
 
 
+def _check_yolov5_yaml(base: dict, nc: int | None, source: str) -> None:
+    """The shared validator (validate.py) with the yolov5 layer set, plus the anchors and nc yolov5 needs."""
+    lim = limits()
+    check_yaml_architecture(base, source, allowed=YOLOV5_LAYERS, lim=lim, heads=("Detect",))
+    for key in ("anchors", "nc", "depth_multiple", "width_multiple"):
+        if key not in base:
+            raise ModelSpecError(f"{source}: yolov5 yaml field '{key}' is missing (found {sorted(base)})")
+    check_int(base["nc"] if nc is None else nc, source, "nc", 1, lim.max_classes, "max_classes")
+    anchors = base["anchors"]
+    if isinstance(anchors, int) and not isinstance(anchors, bool):
+        check_int(anchors, source, "anchors", 1, 16)
+        return
+    ok = isinstance(anchors, list) and 1 <= len(anchors) <= 16 and all(
+        isinstance(a, list) and a and len(a) % 2 == 0 and len(a) == len(anchors[0]) and len(a) <= 32 and
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1e5 for v in a) for a in anchors)
+    if not ok:
+        raise ModelSpecError(f"{source}: field 'anchors': expected 1..16 lists of w,h pairs of positive numbers "
+                             f"(the same count per level), found {anchors!r}"[:400])
+
+
 def build_yolov5(base: dict, nc: int | None = None, names=None, source: str = "") -> YoloV5Detector:
     """Build a yolov5 model (random weights) from its yaml dict; ``names`` ({i: name} or list) fixes nc too."""
     source = source or "yolov5 yaml"
@@ -333,7 +355,11 @@ def build_yolov5(base: dict, nc: int | None = None, names=None, source: str = ""
         if nc is not None and nc != len(names):
             raise ValueError(f"{source}: nc={nc} but {len(names)} class names were given")
         nc = len(names)
-    model = DetectionModel(base, nc=nc, source=source)
+    _check_yolov5_yaml(base, nc, source)
+    dry_run(lambda: parse_model({**copy.deepcopy(base), **({"nc": nc} if nc else {})},
+                                [int(base.get("ch", 3))], source)[0], source)
+    with guarded_build(source):
+        model = DetectionModel(base, nc=nc, source=source)
     nc = model.yaml["nc"]
     names = names or {i: str(i) for i in range(nc)}
     model.names = dict(names)
