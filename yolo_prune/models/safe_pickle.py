@@ -203,8 +203,10 @@ def _torch_load(path: Path, **kwargs):
         _check_not_tar(path)
     try:
         return torch.load(path, map_location="cpu", **kwargs)
-    except RefusedGlobal:
-        raise
+    except RefusedGlobal as e:
+        if str(path) in str(e):
+            raise
+        raise RefusedGlobal(f"{path}: {e} (nothing was executed)") from None
     except pickle.UnpicklingError as e:
         refused = re.search(r"GLOBAL ([\w.]+)", str(e)) if kwargs.get("weights_only") else None
         if refused:
@@ -229,8 +231,12 @@ def _torch_load(path: Path, **kwargs):
 
 
 def safe_torch_load(path: str | os.PathLike):
-    """``torch.load(weights_only=True)``: tensors and plain containers only, with clear errors on bad files."""
-    return _torch_load(Path(path), weights_only=True)
+    """Tensors and plain containers only (``tensor_policy``: no module classes), with clear errors on bad files.
+
+    Our own unpickler rather than torch's weights_only one, so every .pt goes through the same checked calls
+    (torch's would, for instance, call ``torch.Tensor(n)`` with any n)."""
+    path = Path(path)
+    return _torch_load(path, weights_only=False, pickle_module=_make_pickle_module(tensor_policy, str(path)))
 
 
 Policy = Callable[[str, str], object]
@@ -507,9 +513,19 @@ def base_policy(module: str, name: str):
         _BASE = {**_torch_allowed(), **_numpy_allowed(),
                  "pathlib.PosixPath": pathlib.PurePosixPath, "pathlib.WindowsPath": pathlib.PureWindowsPath,
                  "pathlib._local.PosixPath": pathlib.PurePosixPath,
-                 "pathlib._local.WindowsPath": pathlib.PureWindowsPath}
+                 "pathlib._local.WindowsPath": pathlib.PureWindowsPath,
+                 "pathlib.PurePosixPath": pathlib.PurePosixPath, "pathlib.PureWindowsPath": pathlib.PureWindowsPath,
+                 "pathlib._local.PurePosixPath": pathlib.PurePosixPath,
+                 "pathlib._local.PureWindowsPath": pathlib.PureWindowsPath}
     obj = _BASE.get(f"{module}.{name}")
     return obj if obj is not None else _torch_nn_class(module, name)
+
+
+def tensor_policy(module: str, name: str):
+    """Our own checkpoints: tensors, dtypes, plain containers, numpy values and paths; no module classes."""
+    if module == "torch.nn.modules" or module.startswith("torch.nn.modules."):
+        return None
+    return base_policy(module, name)
 
 
 def yolov5_policy(module: str, name: str):

@@ -208,6 +208,31 @@ def _check_args(args, source: str, where: str, lim: Limits) -> None:
                                          f"{type(c).__name__} (nested architectures are not accepted)")
 
 
+# where the kernel / stride sit in a row's args (before parse_model inserts the input channels)
+_KERNEL_STRIDE = {"Conv": (1, 2), "Conv2": (1, 2), "DWConv": (1, 2), "GhostConv": (1, 2), "ConvTranspose": (1, 2),
+                  "Focus": (1, 2), "RepConv": (1, 2), "DWConvTranspose2d": (1, 2), "nn.Conv2d": (2, 3),
+                  "nn.ConvTranspose2d": (1, 2), "nn.MaxPool2d": (0, 1), "nn.AvgPool2d": (0, 1)}
+
+
+def _check_row_sizes(name: str, args: list, source: str, where: str, lim: Limits) -> None:
+    """Channels, kernel, stride and upsample factor of a row, from its literal args (the dry run re-checks)."""
+    def num(j):
+        v = args[j] if j < len(args) else None
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    if name not in ("Detect", "v10Detect", "Concat") and not name.startswith("nn.") and num(0) is not None:
+        if num(0) > lim.max_channels:
+            raise _over(source, f"{where} args[0] (channels)", "max_channels", lim.max_channels, num(0))
+    if name in _KERNEL_STRIDE:
+        k, st = _KERNEL_STRIDE[name]
+        if num(k) is not None and num(k) > lim.max_kernel:
+            raise _over(source, f"{where} args[{k}] (kernel)", "max_kernel", lim.max_kernel, num(k))
+        if num(st) is not None and num(st) > lim.max_stride:
+            raise _over(source, f"{where} args[{st}] (stride)", "max_stride", lim.max_stride, num(st))
+    if name == "nn.Upsample" and num(1) is not None and num(1) > lim.max_stride:
+        raise _over(source, f"{where} args[1] (scale_factor)", "max_stride", lim.max_stride, num(1))
+
+
 def _check_from(f, n_rows: int, source: str, where: str) -> None:
     for x in (f if isinstance(f, list) else [f]):
         if isinstance(x, bool) or not isinstance(x, int) or not -n_rows <= x < n_rows:
@@ -283,6 +308,7 @@ def check_yaml_architecture(d, source: str, allowed: frozenset = ULTRALYTICS_LAY
                 raise _over(source, f"{where} number", "max_repeats", lim.max_repeats, n)
             raise ModelSpecError(f"{source}: {where} number: expected an integer >= 1, found {n!r}")
         _check_args(args, source, where, lim)
+        _check_row_sizes(name, args, source, where, lim)
     head = rows[-1][2]
     if head not in heads:
         raise ModelSpecError(f"{source}: last layer expected a detection head ({', '.join(heads)}), found "
