@@ -707,3 +707,33 @@ def test_truncated_jpeg_is_counted_and_bomb_refused(tmp_path):
     assert r["truncated_images"] == [str(img_dir / "2.jpg")] and r["images"] == 2
     bomb = H.decompression_bomb_png(tmp_path / "bomb.png")
     refused(lambda: image_size(bomb), bomb, "decompression bomb")
+
+
+# ------------------------------------------------------------------------------------------------ data yaml
+def _data_yaml(tmp, body: bytes):
+    (tmp / "images").mkdir(exist_ok=True)
+    p = tmp / "data.yaml"
+    p.write_bytes(body)
+    return p
+
+
+DATA_YAML_ATTACKS = {
+    "alias_bomb": (b"a0: &a0 [x, x]\n" + b"".join(f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]\n".encode()
+                                                   for i in range(1, 45)) + b"train: images\nval: images\nnames: *a44\n",
+                   "max_nodes"),
+    "python_tag": (b"train: !!python/object/apply:os.system ['touch PWNED']\nval: images\nnames: [a]\n", "yaml"),
+    "list_names_key": (b"train: images\nval: images\nnames: {[1]: a}\n", "names"),
+    "float_nc": (b"train: images\nval: images\nnames: [a]\nnc: [1]\n", "nc"),
+    "not_utf8": (b"train: images\nval: images\nnames: [\xff]\n", "UTF-8"),
+    "dict_train": (b"train: {a: 1}\nval: images\nnames: [a]\n", "train"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DATA_YAML_ATTACKS))
+def test_hostile_data_yaml_is_refused(tmp_path, sentinel, capsys, name):
+    from yolo_prune.data.sources import load_data_yaml
+    body, match = DATA_YAML_ATTACKS[name]
+    p = _data_yaml(tmp_path, body)
+    refused(lambda: load_data_yaml(p), p, match)
+    msg = run_tool_in_process("eval_coco", ["--weights", "yolov8n.yaml", "--data", str(p), "--imgsz", "64"], capsys)
+    assert p.name in msg
