@@ -13,7 +13,6 @@ counts as a hang. Exit status 1 when anything failed or hung.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import sys

@@ -6,7 +6,6 @@ by checking the file does not exist. Helpers write into a folder and return the 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import pickle
 import sys

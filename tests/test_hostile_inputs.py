@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import os
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from yolo_prune.models.safe_pickle import CorruptCheckpoint, RefusedGlobal
 from yolo_prune.models.validate import ModelSpecError
 
 ROOT = Path(__file__).resolve().parents[1]
+OURS = (ModelSpecError, CorruptCheckpoint, RefusedGlobal)  # the project's own refusal types (ValueError subclasses)
 FAST_S = 10.0  # every refusal must end within this many seconds (they take milliseconds)
 
 
@@ -289,6 +289,27 @@ def _ultra_exec_in_train_args_pt(tmp, s, v8):
                                              extra={"train_args": {"x": H.Exec(s)}}), "posix.system"
 
 
+def _ultra_hooks_pt(tmp, s, v8):
+    """A pickled model whose state_dict hooks hold an allowed callable: state_dict() must not call it."""
+    from yolo_prune.models.safe_pickle import _torch_allowed
+    m = copy.deepcopy(v8.model)
+    m._state_dict_hooks[0] = _torch_allowed()["torch._utils._rebuild_tensor_v2"]
+    m.model[0]._forward_pre_hooks[0] = _torch_allowed()["torch._utils._rebuild_tensor_v2"]
+    return H.save({"ema": m}, tmp / "ultra_hooks.pt"), None
+
+
+def _ultra_bad_child_pt(tmp, s, v8):
+    m = copy.deepcopy(v8.model)
+    m.model._modules["0"] = torch.zeros(3)  # not a module: torch would crash deep in named_modules()
+    return H.save({"ema": m}, tmp / "ultra_child.pt"), "expected a Module"
+
+
+def _ultra_names_bomb_pt(tmp, s, v8):
+    m = copy.deepcopy(v8.model)
+    m.names = H.shared_list_bomb()
+    return H.save({"ema": m}, tmp / "ultra_names.pt"), "max_nodes"
+
+
 # archives
 def _torchscript_pt(tmp, s, v8):
     return H.torchscript_file(tmp / "scripted.pt"), "TorchScript"
@@ -433,7 +454,8 @@ YAML_ATTACKS = {f.__name__[1:]: f for f in (
 PT_ATTACKS = {f.__name__[1:]: f for f in (
     _spec_nested_pt, _spec_torchvision_pt, _spec_alias_bomb_pt, _spec_huge_layer_pt, _spec_negative_width_pt,
     _spec_version_pt, _spec_wrong_shape_pt, _spec_family_pt, _spec_darknet_huge_pt, _ultra_nested_pt,
-    _ultra_activation_pt, _ultra_exec_in_train_args_pt, _torchscript_pt, _decoy_member_pt, _duplicate_member_pt,
+    _ultra_activation_pt, _ultra_exec_in_train_args_pt, _ultra_bad_child_pt, _ultra_names_bomb_pt,
+    _torchscript_pt, _decoy_member_pt, _duplicate_member_pt,
     _compressed_pt, _constants_pkl_pt, _tar_pt, _exec_pt, _exec_legacy_pt, _persistent_id_pt, _truncated_legacy_pt,
     _set_of_range_pt, _bytearray_pt, _size_of_range_pt, _codecs_pt, _ndarray_alloc_pt, _reconstruct_pt,
     _object_array_pt, _tensor_call_pt, _tensor_call_ultra_pt, _reconstruct_ultra_pt, _empty_pt, _garbage_pt)}
@@ -447,19 +469,27 @@ CFG_ATTACKS = {
 @pytest.mark.parametrize("name", sorted(YAML_ATTACKS))
 def test_hostile_yaml_is_refused_by_load(tmp_path, sentinel, name):
     path, match = YAML_ATTACKS[name](tmp_path, sentinel)
-    refused(lambda: load(path), path, match)
+    refused(lambda: load(path), path, match, kinds=OURS)
 
 
 @pytest.mark.parametrize("name", sorted(PT_ATTACKS))
 def test_hostile_checkpoint_is_refused_by_load(tmp_path, sentinel, v8, name):
     path, match = PT_ATTACKS[name](tmp_path, sentinel, v8)
-    refused(lambda: load(path), path, match)
+    refused(lambda: load(path), path, match, kinds=OURS)
 
 
 @pytest.mark.parametrize("name", sorted(CFG_ATTACKS))
 def test_hostile_darknet_cfg_is_refused_by_load(tmp_path, sentinel, name):
     path, match = CFG_ATTACKS[name](tmp_path, sentinel)
     refused(lambda: load(path), path, match)
+
+
+def test_pickled_hooks_are_dropped_not_called(tmp_path, v8, monkeypatch):
+    """The hooks a pickle carries never run: the model loads with the file's weights and no hooks."""
+    path, _ = _ultra_hooks_pt(tmp_path, None, v8)
+    got = load(path)
+    assert all(not m._forward_pre_hooks and not m._state_dict_hooks for m in got.modules())
+    assert all(torch.equal(a, b) for a, b in zip(got.model.state_dict().values(), v8.model.state_dict().values()))
 
 
 def test_all_nan_darknet_weights_are_refused(tmp_path):

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 __all__ = ["RefusedGlobal", "CorruptCheckpoint", "pickle_globals", "safe_torch_load", "allow_list_load", "is_allowed",
+           "sanitize_module", "tensor_policy",
            "base_policy", "yolov5_policy", "ultralytics_policy"]
 
 _EXPECTED = ("a torch.save() checkpoint (a zip archive holding data.pkl, or the legacy pickle format); "
@@ -371,6 +372,45 @@ def allow_list_load(path: str | os.PathLike, policy: Policy):
     """``torch.load`` whose unpickler resolves only what ``policy(module, name)`` returns (None = refuse)."""
     path = Path(path)
     return _torch_load(path, weights_only=False, pickle_module=_make_pickle_module(policy, str(path)))
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
+               "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+               "_load_state_dict_post_hooks")
+
+
+def sanitize_module(root, source: str, max_modules: int = 100_000):
+    """Make an unpickled module tree safe to call torch's own methods on (``state_dict``, ``named_modules``).
+
+    The pickle chose every attribute: hook dictionaries would make ``state_dict()`` call whatever allowed callable
+    it put there, and a non-module in ``_modules`` would crash deep inside torch. So every module's hooks are
+    cleared and its children, parameters and buffers are checked to be modules, Parameters and tensors.
+    Returns ``root``; raises CorruptCheckpoint naming the file and the module path.
+    """
+    if not isinstance(root, nn.Module):
+        raise CorruptCheckpoint(f"{source}: expected a model (torch.nn.Module), found {type(root).__name__}")
+    stack, seen = [("model", root)], 0
+    while stack:
+        where, m = stack.pop()
+        seen += 1
+        if seen > max_modules:
+            raise CorruptCheckpoint(f"{source}: more than {max_modules:,} modules in the pickled model")
+        state = m.__dict__
+        for attr in _HOOK_DICTS:
+            if attr in state:
+                state[attr] = collections.OrderedDict()
+        for attr, kinds in (("_modules", (nn.Module,)), ("_parameters", (nn.Parameter, torch.Tensor)),
+                            ("_buffers", (torch.Tensor,))):
+            table = state.get(attr)
+            if not isinstance(table, dict):
+                raise CorruptCheckpoint(f"{source}: {where}.{attr} expected a mapping, found {type(table).__name__}")
+            for k, v in table.items():
+                if not isinstance(k, str) or not (v is None or isinstance(v, kinds)):
+                    raise CorruptCheckpoint(f"{source}: {where}.{attr}[{k!r}] expected a "
+                                            f"{kinds[0].__name__}, found {type(v).__name__}"[:300])
+        stack.extend((f"{where}.{k}", v) for k, v in state["_modules"].items() if v is not None)
+    return root
 
 
 # --------------------------------------------------------------------------------------------- policies

@@ -184,8 +184,9 @@ def load_yaml_model(name_or_path: str | os.PathLike, nc: int | None = None) -> D
 # ----------------------------------------------------------------------------------------------- .pt files
 def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
     """An ultralytics checkpoint (ema, else model) -> fresh fp32 UltralyticsDetector with its widths and weights."""
-    from .safe_pickle import allow_list_load, ultralytics_policy
+    from .safe_pickle import allow_list_load, sanitize_module, ultralytics_policy
     from .spec import apply_layers, record_layers
+    from .validate import walk_plain
 
     path = Path(path)
     ckpt = allow_list_load(path, ultralytics_policy)
@@ -193,11 +194,15 @@ def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
         src = ckpt.get("ema") or ckpt.get("model")
     else:
         src = ckpt
-    if not isinstance(src, nn.Module) or not isinstance(getattr(src, "yaml", None), dict):
-        found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+    if not isinstance(src, nn.Module) or not isinstance(src.__dict__.get("yaml"), dict):
+        found = sorted(map(str, ckpt))[:20] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: expected an ultralytics checkpoint with an 'ema' or 'model' DetectionModel "
                          f"(carrying its yaml), found {found}")
-    det = build_ultralytics(src.yaml, names=getattr(src, "names", None), source=str(path))
+    sanitize_module(src, str(path))
+    names = src.__dict__.get("names")
+    if names is not None:
+        walk_plain(names, str(path), "names")
+    det = build_ultralytics(src.yaml, names=names, source=str(path))
     apply_layers(det.model, record_layers(src), source=str(path))  # pruned widths, if any
     state = src.state_dict()
     fresh = det.model.state_dict()
@@ -208,8 +213,11 @@ def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
                          f"ultralytics: missing/mismatched {bad[:5]}, unexpected {extra[:5]}")
     det.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     train_args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
-    if isinstance(train_args, dict):
-        det.model.args = _default_args({k: v for k, v in train_args.items() if isinstance(k, str)})
+    if isinstance(train_args, dict):  # hyperparameters only: plain values, nothing else is kept
+        plain = (str, int, float, bool, type(None))
+        det.model.args = _default_args({k: v for k, v in train_args.items() if isinstance(k, str) and (
+            isinstance(v, plain) or isinstance(v, (list, tuple)) and len(v) <= 1000 and
+            all(isinstance(x, plain) for x in v))})
     return det.eval()
 
 

@@ -371,7 +371,8 @@ def build_yolov5(base: dict, nc: int | None = None, names=None, source: str = ""
 
 def load_yolov5_pt(path: str | os.PathLike) -> YoloV5Detector:
     """A yolov5 repo ``train.py`` checkpoint (v6+) -> fresh fp32 YoloV5Detector holding its weights."""
-    from .safe_pickle import allow_list_load, yolov5_policy
+    from .safe_pickle import allow_list_load, sanitize_module, yolov5_policy
+    from .validate import walk_plain
 
     path = Path(path)
     ckpt = allow_list_load(path, yolov5_policy)
@@ -379,10 +380,13 @@ def load_yolov5_pt(path: str | os.PathLike) -> YoloV5Detector:
     if not isinstance(src, nn.Module):
         found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: expected a yolov5 checkpoint dict with an 'ema' or 'model' module, found {found}")
-    cfg = getattr(src, "yaml", None) or (ckpt.get("yaml") if isinstance(ckpt, dict) else None)
+    sanitize_module(src, str(path))
+    cfg = src.__dict__.get("yaml") or (ckpt.get("yaml") if isinstance(ckpt, dict) else None)
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: the model has no 'yaml' architecture dict (yolov5 v6+ checkpoints carry one)")
-    names = getattr(src, "names", None) or (ckpt.get("names") if isinstance(ckpt, dict) else None)
+    names = src.__dict__.get("names") or (ckpt.get("names") if isinstance(ckpt, dict) else None)
+    if names is not None:
+        walk_plain(names, str(path), "names")
     # yolov5 < v6 stored the derived anchor_grid as a buffer; it is recomputed from anchors and strides
     state = {k: v for k, v in src.state_dict().items() if not k.endswith(".anchor_grid")}
     det = build_yolov5(cfg, names=names, source=str(path))
