@@ -380,6 +380,17 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_back
                "_load_state_dict_post_hooks")
 
 
+def _ema_or_model(ckpt):
+    """A training/release checkpoint's EMA, else its model (compared with None: a pickled module's truthiness
+    would call its own __len__ on unchecked state)."""
+    if not isinstance(ckpt, dict):
+        return ckpt
+    for key in ("ema", "model"):
+        if ckpt.get(key) is not None:
+            return ckpt[key]
+    return None
+
+
 def sanitize_module(root, source: str, max_modules: int = 100_000):
     """Make an unpickled module tree safe to call torch's own methods on (``state_dict``, ``named_modules``).
 

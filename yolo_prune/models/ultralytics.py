@@ -184,16 +184,13 @@ def load_yaml_model(name_or_path: str | os.PathLike, nc: int | None = None) -> D
 # ----------------------------------------------------------------------------------------------- .pt files
 def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
     """An ultralytics checkpoint (ema, else model) -> fresh fp32 UltralyticsDetector with its widths and weights."""
-    from .safe_pickle import allow_list_load, sanitize_module, ultralytics_policy
+    from .safe_pickle import _ema_or_model, allow_list_load, sanitize_module, ultralytics_policy
     from .spec import apply_layers, record_layers
     from .validate import walk_plain
 
     path = Path(path)
     ckpt = allow_list_load(path, ultralytics_policy)
-    if isinstance(ckpt, dict):
-        src = ckpt.get("ema") or ckpt.get("model")
-    else:
-        src = ckpt
+    src = _ema_or_model(ckpt)
     if not isinstance(src, nn.Module) or not isinstance(src.__dict__.get("yaml"), dict):
         found = sorted(map(str, ckpt))[:20] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: expected an ultralytics checkpoint with an 'ema' or 'model' DetectionModel "

@@ -371,14 +371,14 @@ def build_yolov5(base: dict, nc: int | None = None, names=None, source: str = ""
 
 def load_yolov5_pt(path: str | os.PathLike) -> YoloV5Detector:
     """A yolov5 repo ``train.py`` checkpoint (v6+) -> fresh fp32 YoloV5Detector holding its weights."""
-    from .safe_pickle import allow_list_load, sanitize_module, yolov5_policy
+    from .safe_pickle import _ema_or_model, allow_list_load, sanitize_module, yolov5_policy
     from .validate import walk_plain
 
     path = Path(path)
     ckpt = allow_list_load(path, yolov5_policy)
-    src = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else ckpt
+    src = _ema_or_model(ckpt)
     if not isinstance(src, nn.Module):
-        found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        found = sorted(map(str, ckpt))[:20] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: expected a yolov5 checkpoint dict with an 'ema' or 'model' module, found {found}")
     sanitize_module(src, str(path))
     cfg = src.__dict__.get("yaml") or (ckpt.get("yaml") if isinstance(ckpt, dict) else None)
