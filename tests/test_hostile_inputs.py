@@ -38,6 +38,17 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def warm_meta_kernels():
+    """The first meta-device forward of a process loads torch's shape functions (seconds on a busy CPU); pay it
+    once here so each case's time measures the refusal itself."""
+    from yolo_prune.models.validate import Limits, _probe_activations
+    layers = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2.0), torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2))
+    for m in layers:
+        m.f = -1
+    _probe_activations(layers.to("meta"), 3, "warm-up", Limits())
+
+
 @pytest.fixture
 def sentinel(tmp_path):
     s = tmp_path / "PWNED"
@@ -172,6 +183,13 @@ def _huge_upsample_yaml(tmp, s):
     d = H.tiny_v8()
     d["backbone"].insert(1, [-1, 1, "nn.Upsample", [None, 1000, "nearest"]])
     return H.write_yaml(tmp / "upsample.yaml", d), "max_stride"
+
+
+def _upsample_chain_yaml(tmp, s):
+    """Each factor within the limits, together 64**3 times the input: terabytes of activations."""
+    d = H.tiny_v8()
+    d["backbone"] = [[-1, 1, "nn.Upsample", [None, 64, "nearest"]]] * 3 + d["backbone"]
+    return H.write_yaml(tmp / "upchain.yaml", d), "max_activation"
 
 
 def _huge_width_yaml(tmp, s):
@@ -449,7 +467,7 @@ def _cfg(**kw):
 YAML_ATTACKS = {f.__name__[1:]: f for f in (
     _nested_yaml, _torchvision_yaml, _eval_activation_yaml, _attr_activation_yaml, _string_arg_yaml, _alias_bomb_yaml,
     _python_tag_yaml, _deep_yaml, _nonutf8_yaml, _huge_channels_yaml, _huge_kernel_yaml, _huge_stride_yaml,
-    _huge_repeats_yaml, _many_layers_yaml, _huge_params_yaml, _huge_upsample_yaml, _huge_width_yaml, _nan_arg_yaml,
+    _huge_repeats_yaml, _many_layers_yaml, _huge_params_yaml, _huge_upsample_yaml, _upsample_chain_yaml, _huge_width_yaml, _nan_arg_yaml,
     _bad_from_yaml, _not_detection_yaml, _v5_nested_yaml, _v5_nan_anchors_yaml)}
 PT_ATTACKS = {f.__name__[1:]: f for f in (
     _spec_nested_pt, _spec_torchvision_pt, _spec_alias_bomb_pt, _spec_huge_layer_pt, _spec_negative_width_pt,
@@ -463,6 +481,9 @@ CFG_ATTACKS = {
     "filters_huge": _cfg(filters="50000000"), "size_huge": _cfg(size="30000"), "stride_huge": _cfg(stride="100000"),
     "channels_zero": _cfg(channels="0"), "classes_negative": _cfg(classes="-4"), "anchors_nan": _cfg(anchors="nan,14, 23,27, 37,58"),
     "scale_nan": _cfg(scale_x_y="nan"), "width_huge": _cfg(width="99999999"), "mask_out_of_range": _cfg(mask="0,1,9"),
+    "upsample_chain": lambda tmp, s: (tmp.joinpath("upchain.cfg").write_text(H.TINY_CFG.replace(
+        "[maxpool]", "[upsample]\nstride=64\n\n[upsample]\nstride=64\n\n[maxpool]")) and tmp / "upchain.cfg",
+        "resolution"),
 }
 
 

@@ -439,6 +439,9 @@ class DarknetNet(nn.Module):
                 raise ValueError(f"{sec.where(source, 'stride')}: [upsample] field 'stride': expected >= 1 "
                                  f"(downsampling upsample layers are not supported), found {stride}")
             check_int(stride, sec.where(source), "[upsample] stride", 1, self.lim.max_stride, "max_stride")
+            if sin / stride < Fraction(1, 4):  # finer than 4x the input resolution: activations explode
+                raise ValueError(f"{sec.where(source, 'stride')}: [upsample] would reach {stride / sin}x the input "
+                                 "resolution; expected at most 4x")
             return UpsampleLayer(stride), cin, sin / stride
         if sec.kind == "yolo":
             classes = sec.get_int("classes", 20, source)

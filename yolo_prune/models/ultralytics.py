@@ -157,7 +157,7 @@ def build_ultralytics(base: dict, nc: int | None = None, names=None, source: str
         check_int(nc, source, "nc", 1, limits().max_classes, "max_classes")
     with _restricted_mode():
         dry_run(lambda: parse_model({**copy.deepcopy(cfg), **({"nc": nc} if nc else {})}, ch=ch, verbose=False)[0],
-                source)
+                source, probe_ch=ch)
         # the stride-probing forward inside needs no autograd graph; allocations stay bounded
         with torch.no_grad(), guarded_build(source):
             model = DetectionModel(cfg, ch=ch, nc=nc, verbose=False)

@@ -48,6 +48,7 @@ class Limits:
     max_classes: int = 100_000     # nc
     max_nodes: int = 200_000       # items visited while walking a structure (alias bombs stop here)
     max_text: int = 4_000_000      # characters of one string (a darknet cfg text inside a spec)
+    max_activation: int = 2 ** 28  # elements of any layer output for a 256x256 input (upsampling chains)
 
     @classmethod
     def from_env(cls) -> "Limits":
@@ -434,12 +435,48 @@ def check_modules(model: nn.Module, source: str, lim: Limits | None = None) -> i
     return total
 
 
-def dry_run(build, source: str, lim: Limits | None = None) -> int:
-    """``build()`` on the meta device (no memory) under the guard, then ``check_modules``; returns the params."""
+PROBE_SIZE = 256  # the input side ultralytics and yolov5 use to measure strides
+
+
+def _probe_activations(layers: nn.Module, ch: int, source: str, lim: Limits) -> None:
+    """Run the layer table (``m.f`` routing, as both families wire it) on a meta tensor and bound every output.
+
+    Meta tensors carry shapes only, so an upsampling chain that would need terabytes is measured for free."""
+    def numel(t) -> int:
+        if isinstance(t, torch.Tensor):
+            return t.numel()
+        if isinstance(t, (list, tuple)):
+            return max((numel(x) for x in t), default=0)
+        if isinstance(t, dict):
+            return max((numel(x) for x in t.values()), default=0)
+        return 0
+
+    x = torch.zeros(1, ch, PROBE_SIZE, PROBE_SIZE, device="meta")
+    outputs = []
+    layers.train()  # heads return their raw maps in training mode (no anchor bookkeeping)
+    for i, m in enumerate(layers):
+        f = getattr(m, "f", -1)
+        if f != -1:
+            x = outputs[f] if isinstance(f, int) else [x if j == -1 else outputs[j] for j in f]
+        x = m(x)
+        n = numel(x)
+        if n > lim.max_activation:
+            raise _over(source, f"layer {i} output", "max_activation", lim.max_activation,
+                        f"{n:,} elements for a {PROBE_SIZE}x{PROBE_SIZE} input")
+        outputs.append(x)
+
+
+def dry_run(build, source: str, lim: Limits | None = None, probe_ch: int | None = None) -> int:
+    """``build()`` on the meta device (no memory) under the guard, then ``check_modules`` and (with ``probe_ch``)
+    a meta forward that bounds every layer's output; returns the parameter count."""
     lim = lim or limits()
     with guarded_build(source, lim, meta=True):
         model = build()
-    return check_modules(model, source, lim)
+    params = check_modules(model, source, lim)
+    if probe_ch is not None:
+        with guarded_build(source, lim, meta=True), torch.no_grad():
+            _probe_activations(model, probe_ch, source, lim)
+    return params
 
 
 def read_yaml_file(path, what: str = "model yaml", lim: Limits | None = None):

@@ -357,7 +357,7 @@ def build_yolov5(base: dict, nc: int | None = None, names=None, source: str = ""
         nc = len(names)
     _check_yolov5_yaml(base, nc, source)
     dry_run(lambda: parse_model({**copy.deepcopy(base), **({"nc": nc} if nc else {})},
-                                [int(base.get("ch", 3))], source)[0], source)
+                                [int(base.get("ch", 3))], source)[0], source, probe_ch=int(base.get("ch", 3)))
     with guarded_build(source):
         model = DetectionModel(base, nc=nc, source=source)
     nc = model.yaml["nc"]
