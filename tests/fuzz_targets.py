@@ -204,6 +204,18 @@ def spec_target(spec) -> None:
 
 @st.composite
 def specs(draw):
+    if draw(st.booleans()):  # near-valid: a buildable base (mutated) and real-looking layer records
+        family = draw(st.sampled_from(["ultralytics", "darknet"]))
+        base = draw(mutated_yamls()) if family == "ultralytics" else draw(mutated_cfgs())
+        layers = draw(st.one_of(st.none(), st.dictionaries(
+            st.sampled_from(["model.model.0.conv", "model.model.0.bn", "model.layers.0.conv", "model.layers.0.bn",
+                             "model.model.1.conv", "nope"]),
+            st.one_of(st.fixed_dictionaries({"type": st.just("Conv2d"), "in": st.integers(-1, 40),
+                                             "out": st.integers(-1, 40), "groups": st.integers(0, 4),
+                                             "bias": st.booleans()}),
+                      st.fixed_dictionaries({"type": st.just("BatchNorm2d"), "num_features": st.integers(-1, 40)})),
+            max_size=2)))
+        return {"family": family, "base": base, "layers": layers, "nc": draw(st.one_of(st.none(), st.integers(0, 5)))}
     return {"family": draw(st.sampled_from(["ultralytics", "yolov5", "darknet", "evil"])),
             "base": draw(st.one_of(yaml_dicts(), cfg_texts(), _LEAF)),
             "layers": draw(st.one_of(st.none(), st.dictionaries(st.text(max_size=10), st.dictionaries(
