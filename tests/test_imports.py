@@ -16,7 +16,9 @@ ALLOWED = {
     "graph": {"layers"},
 }
 # single modules of the core that other packages import: they may only lean on layers/
-LEAF_MODULES = {"yolo_prune.models.spec": {"yolo_prune.layers"}, "yolo_prune.eval.profile": {"yolo_prune.layers"}}
+# models.validate (the size/structure limits) imports nothing of ours, so the spec may use it
+LEAF_MODULES = {"yolo_prune.models.spec": {"yolo_prune.layers", "yolo_prune.models.validate"},
+                "yolo_prune.models.validate": set(), "yolo_prune.eval.profile": {"yolo_prune.layers"}}
 # cycles that remain elsewhere (module -> module edges that close them); fixing one only shrinks this list
 KNOWN_CYCLE_EDGES = {
     ("yolo_prune.models", "yolo_prune.models.checkpoint"),  # loader <-> checkpoint (family registry, planned)

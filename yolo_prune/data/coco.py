@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from .labels import parse_labels
 
 from .sources import list_images, load_data_yaml  # noqa: F401  (re-exported)
 
@@ -60,7 +63,9 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
                 orientation = im.getexif().get(274, 1)
             except Exception:  # broken EXIF blocks are common and harmless for the size
                 orientation = 1
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path}: refused as a decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as e:
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
         w, h = h, w
@@ -77,38 +82,24 @@ def label_path_for(image: str | os.PathLike) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def read_yolo_labels(path: str | os.PathLike, nc: int | None = None) -> np.ndarray:
+def read_yolo_labels(path: str | os.PathLike, nc: int | None = None, problems: list | None = None) -> np.ndarray:
     """Rows (class, xc, yc, w, h), normalised. Polygon rows (class x1 y1 x2 y2 ...) become their bounding box.
 
-    A missing file means an image without objects. Malformed rows raise ValueError naming file and line.
+    A missing file means an image without objects. Lines are checked by the same rules as for training
+    (``labels.py``: NaN/inf, class range, negative, > 1, zero size, duplicates); rejected lines are skipped and
+    appended to ``problems`` as "file:line: reason" (or, without a ``problems`` list, raise ValueError).
     """
     path = Path(path)
     if not path.is_file():
         return np.zeros((0, 5), dtype=np.float64)
-    rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        try:
-            values = [float(v) for v in fields]
-        except ValueError:
-            raise ValueError(f"{path}:{lineno}: expected numbers 'class xc yc w h', found {line.strip()!r}") from None
-        if len(values) == 5:
-            cls, xc, yc, w, h = values
-        elif len(values) >= 7 and len(values) % 2 == 1:
-            xy = np.asarray(values[1:]).reshape(-1, 2)
-            (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
-            cls, xc, yc, w, h = values[0], (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
-        else:
-            raise ValueError(f"{path}:{lineno}: expected 5 values 'class xc yc w h' (or a polygon), "
-                             f"found {len(values)}")
-        if cls != int(cls) or cls < 0 or (nc is not None and cls >= nc):
-            raise ValueError(f"{path}:{lineno}: class expected an integer in 0..{(nc or 1) - 1}, found {fields[0]}")
-        if w < 0 or h < 0:
-            raise ValueError(f"{path}:{lineno}: width/height expected >= 0, found {w}, {h}")
-        rows.append((int(cls), xc, yc, w, h))
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    rows, why = parse_labels(path, nc)
+    if why:
+        found = [f"{path}:{w[5:].split(':', 1)[0]}:{w.split(':', 1)[1]}" if w.startswith("line ") else f"{path}: {w}"
+                 for w in why]
+        if problems is None:
+            raise ValueError(f"{found[0]}" + (f" (and {len(found) - 1} more bad lines)" if len(found) > 1 else ""))
+        problems.extend(found)
+    return rows.astype(np.float64).reshape(-1, 5)
 
 
 def _names_dict(names, source: str) -> dict[int, str]:
@@ -147,6 +138,7 @@ def yolo_to_coco(images, names, labels: str | os.PathLike | None = None, out: st
         from tqdm import tqdm
         iterator = tqdm(files, desc="yolo->coco", unit="img")
     ann_id = 1
+    bad_lines: list[str] = []
     for f, img_id in zip(iterator, ids):
         try:
             w, h = image_size(f)
@@ -155,7 +147,7 @@ def yolo_to_coco(images, names, labels: str | os.PathLike | None = None, out: st
             continue
         coco["images"].append({"id": img_id, "file_name": Path(f).name, "width": w, "height": h})
         lbl = Path(labels) / f"{Path(f).stem}.txt" if labels is not None else label_path_for(f)
-        for cls, xc, yc, bw, bh in read_yolo_labels(lbl, nc=len(names)):
+        for cls, xc, yc, bw, bh in read_yolo_labels(lbl, nc=len(names), problems=bad_lines):
             x0, y0 = max((xc - bw / 2) * w, 0.0), max((yc - bh / 2) * h, 0.0)
             x1, y1 = min((xc + bw / 2) * w, w), min((yc + bh / 2) * h, h)
             box = [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)]
@@ -164,6 +156,9 @@ def yolo_to_coco(images, names, labels: str | os.PathLike | None = None, out: st
             ann_id += 1
     if skipped:
         warnings.warn(f"{len(skipped)} unreadable image(s) left out of the COCO json: " + "; ".join(skipped[:5]))
+    if bad_lines:  # the training parser's rules: the same lines are skipped in training and in evaluation
+        warnings.warn(f"{len(bad_lines)} bad label line(s) skipped: " + "; ".join(bad_lines[:5]))
+    coco["info"]["skipped_label_lines"] = len(bad_lines)
     if out is not None:
         atomic_write_json(coco, out)
     return coco

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 
 IMG_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
 
@@ -46,9 +45,18 @@ def load_data_yaml(path: str | os.PathLike, splits=("train", "val")) -> dict:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: data yaml not found. Supply an ultralytics-style data yaml (path, train, val, "
                                 "names), e.g. from yolo_prune.data.synthetic.make_synthetic()")
-    raw = yaml.safe_load(p.read_text()) or {}
+    from ..models.validate import read_yaml_file, walk_plain
+
+    raw = read_yaml_file(p, "data yaml") or {}  # bounded size, UTF-8, safe_load: errors name the file
     if not isinstance(raw, dict):
         raise ValueError(f"{p}: expected a mapping with keys path/train/val/names, found {type(raw).__name__}")
+    walk_plain(raw, str(p), "data yaml")  # alias bombs stop at the node budget
+    for key in ("path", "train", "val", "test"):
+        v = raw.get(key)
+        if v is not None and not isinstance(v, str) and not (
+                key != "path" and isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise ValueError(f"{p}: field '{key}' expected a path{' or a list of paths' if key != 'path' else ''}, "
+                             f"found {v!r}"[:300])
     root = p.parent.resolve()
     if raw.get("path"):
         r = Path(str(raw["path"]))
@@ -58,7 +66,7 @@ def load_data_yaml(path: str | os.PathLike, splits=("train", "val")) -> dict:
         if not raw.get(split):
             if split in splits:
                 raise ValueError(f"{p}: field '{split}' is missing or empty (expected an image folder, list file or "
-                                 f"list of them; found keys {sorted(raw)})")
+                                 f"list of them; found keys {sorted(map(str, raw))})")
             continue
         items = raw[split] if isinstance(raw[split], list) else [raw[split]]
         out[split] = [str(Path(x) if Path(x).is_absolute() else root / x) for x in items]
@@ -71,10 +79,13 @@ def load_data_yaml(path: str | os.PathLike, splits=("train", "val")) -> dict:
         names = dict(enumerate(names))
     if not isinstance(names, dict) or not names:
         raise ValueError(f"{p}: field 'names' expected a list or {{index: name}} mapping, found {names!r}")
+    if not all(isinstance(k, int) and not isinstance(k, bool) and isinstance(v, (str, int, float)) for k, v in
+               names.items()):
+        raise ValueError(f"{p}: field 'names' expected {{index: name}} with integer indices and string names"[:300])
     names = {int(k): str(v) for k, v in names.items()}
     if sorted(names) != list(range(len(names))):
         raise ValueError(f"{p}: field 'names' expected indices 0..{len(names) - 1}, found {sorted(names)}")
-    if raw.get("nc") is not None and int(raw["nc"]) != len(names):
+    if raw.get("nc") is not None and (not isinstance(raw["nc"], int) or raw["nc"] != len(names)):
         raise ValueError(f"{p}: field 'nc' is {raw['nc']} but 'names' has {len(names)} entries")
     out["names"], out["nc"] = names, len(names)
     return out

@@ -6,7 +6,6 @@ written anywhere, and an empty dataset stops with a clear error before training 
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import warnings
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import offline  # noqa: F401  (keeps ultralytics offline and out of the home folder)
+from .labels import parse_labels
 from .sources import list_images, load_data_yaml  # noqa: F401  (load_data_yaml: re-exported for callers)
 
 
@@ -32,57 +32,10 @@ def label_path(im_file: str) -> Path:
 
 
 def parse_label_file(path: Path, nc: int) -> tuple[np.ndarray, list[str]]:
-    """Valid rows (n, 5) [cls, cx, cy, w, h] and one reason per rejected line ("line 3: class 7 >= nc 3")."""
-    rows, problems, seen = [], [], set()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        return np.zeros((0, 5), np.float32), [f"unreadable label file ({e.__class__.__name__})"]
-    for n, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) > 6 and len(parts) % 2 == 1:  # polygon (segment) label: use its bounding box
-            try:
-                xy = np.array(parts[1:], dtype=np.float64).reshape(-1, 2)
-            except ValueError:
-                problems.append(f"line {n}: non-numeric value")
-                continue
-            x1, y1, x2, y2 = xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()
-            parts = [parts[0], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
-        elif len(parts) != 5:
-            problems.append(f"line {n}: {len(parts)} columns, expected 5 (class cx cy w h)")
-            continue
-        try:
-            vals = [float(v) for v in parts]
-        except ValueError:
-            problems.append(f"line {n}: non-numeric value")
-            continue
-        if not all(math.isfinite(v) for v in vals):
-            problems.append(f"line {n}: NaN or infinite value")
-            continue
-        cls, box = vals[0], vals[1:]
-        if cls != int(cls) or not 0 <= cls < nc:
-            problems.append(f"line {n}: class {parts[0]} outside 0..{nc - 1}")
-            continue
-        if min(box) < 0:
-            problems.append(f"line {n}: negative value")
-            continue
-        if max(box) > 1.01:
-            problems.append(f"line {n}: value {max(box):g} > 1 (coordinates must be normalised to 0..1)")
-            continue
-        if box[2] <= 0 or box[3] <= 0:
-            problems.append(f"line {n}: zero width or height")
-            continue
-        key = (int(cls), *(round(v, 6) for v in box))
-        if key in seen:
-            problems.append(f"line {n}: duplicate of an earlier line")
-            continue
-        seen.add(key)
-        rows.append([cls, *box])
-    lb = np.array(rows, dtype=np.float32).reshape(-1, 5)
-    lb[:, 1:] = lb[:, 1:].clip(0, 1)  # the 1 % tolerance above clipped back into the image
-    return lb, problems
+    """Valid rows (n, 5) [cls, cx, cy, w, h] and one reason per rejected line ("line 3: class 7 >= nc 3").
+
+    The rules live in ``labels.py``, shared with the evaluation reader."""
+    return parse_labels(Path(path), nc)
 
 
 def image_size(path: str) -> tuple[int, int] | None:

@@ -5,6 +5,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +23,9 @@ STAT_NAMES = (
 )
 
 
+MAX_JSON_BYTES = 2 * 1024 ** 3  # COCO train2017's instances json is 450 MB
+
+
 def _read_ann(ann, label: str = "annotations") -> tuple[dict, str]:
     if isinstance(ann, dict):
         return ann, label
@@ -29,26 +33,100 @@ def _read_ann(ann, label: str = "annotations") -> tuple[dict, str]:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: COCO annotation json not found. Supply instances_*.json via --ann, or a "
                                 "YOLO data yaml via --data")
+    if p.stat().st_size > MAX_JSON_BYTES:
+        raise ValueError(f"{p}: {p.stat().st_size:,} bytes is larger than any COCO annotation json "
+                         f"(limit {MAX_JSON_BYTES:,})")
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: expected UTF-8 json, found an undecodable byte at offset {e.start}") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{p}: not valid json ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{p}: json nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        found = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{p}: expected a COCO json with an 'images' list, found {found}")
+        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{p}: expected a COCO json with an 'images' list, found {found}"[:300])
     return data, str(p)
 
 
-def _check_annotations(gt: dict, source: str) -> None:
+def _is_id(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_annotations(gt: dict, source: str) -> dict:
+    """Validate a COCO detection json (the checks the training label parser makes, in COCO terms) and return a
+    copy pycocotools can score: ids are integers and unique, boxes four finite numbers with x, y >= 0 and
+    w, h > 0, every annotation names a listed image (and a listed category when categories are given). A missing
+    ``iscrowd`` defaults to 0, a missing ``area`` to w*h, a missing annotation ``id`` to its position."""
+    image_ids = set()
     for i, im in enumerate(gt["images"]):
-        if "id" not in im or "file_name" not in im:
-            raise ValueError(f"{source}: images[{i}] expected fields 'id' and 'file_name', found {sorted(im)}")
-    for i, a in enumerate(gt.get("annotations", [])):
+        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+            found = sorted(map(str, im)) if isinstance(im, dict) else type(im).__name__
+            raise ValueError(f"{source}: images[{i}] expected fields 'id' and 'file_name', found {found}"[:300])
+        if not _is_id(im["id"]):
+            raise ValueError(f"{source}: images[{i}].id expected an integer, found {im['id']!r}"[:200])
+        if not isinstance(im["file_name"], str):
+            raise ValueError(f"{source}: images[{i}].file_name expected a string, found {im['file_name']!r}"[:200])
+        if im["id"] in image_ids:
+            raise ValueError(f"{source}: images[{i}].id {im['id']} is a duplicate of an earlier image's id")
+        image_ids.add(im["id"])
+    cats = gt.get("categories")
+    cat_ids = None
+    if cats is not None:
+        if not isinstance(cats, list):
+            raise ValueError(f"{source}: 'categories' expected a list, found {type(cats).__name__}")
+        cat_ids = set()
+        for i, c in enumerate(cats):
+            if not isinstance(c, dict) or not _is_id(c.get("id")) or not isinstance(c.get("name", ""), str):
+                raise ValueError(f"{source}: categories[{i}] expected {{'id': integer, 'name': string}}, found "
+                                 f"{c!r}"[:300])
+            if c["id"] in cat_ids:
+                raise ValueError(f"{source}: categories[{i}].id {c['id']} is a duplicate")
+            cat_ids.add(c["id"])
+        if not cat_ids:
+            cat_ids = None
+    anns = gt.get("annotations", [])
+    if not isinstance(anns, list):
+        raise ValueError(f"{source}: 'annotations' expected a list, found {type(anns).__name__}")
+    checked, ann_ids = [], set()
+    for i, a in enumerate(anns):
+        where = f"{source}: annotations[{i}]"
+        if not isinstance(a, dict):
+            raise ValueError(f"{where} expected a mapping, found {type(a).__name__}")
         for key in ("image_id", "category_id", "bbox"):
             if key not in a:
-                raise ValueError(f"{source}: annotations[{i}] field '{key}' is missing (found {sorted(a)})")
-        if len(a["bbox"]) != 4:
-            raise ValueError(f"{source}: annotations[{i}].bbox expected [x, y, w, h], found {a['bbox']}")
+                raise ValueError(f"{where} field '{key}' is missing (found {sorted(map(str, a))})"[:300])
+        for key in ("image_id", "category_id"):
+            if not _is_id(a[key]):
+                raise ValueError(f"{where}.{key} expected an integer, found {a[key]!r}"[:200])
+        box = a["bbox"]
+        if not isinstance(box, list) or len(box) != 4:
+            raise ValueError(f"{where}.bbox expected [x, y, w, h], found {box}"[:200])
+        if not all(_is_number(v) for v in box):
+            raise ValueError(f"{where}.bbox expected four finite numbers, found {box}"[:200])
+        if box[0] < 0 or box[1] < 0 or box[2] <= 0 or box[3] <= 0:
+            raise ValueError(f"{where}.bbox expected x, y >= 0 and w, h > 0, found {box}"[:200])
+        if a["image_id"] not in image_ids:
+            raise ValueError(f"{where}.image_id {a['image_id']} is not the id of any listed image")
+        if cat_ids is not None and a["category_id"] not in cat_ids:
+            raise ValueError(f"{where}.category_id {a['category_id']} is not a listed category id")
+        crowd = a.get("iscrowd", 0)
+        if crowd not in (0, 1) or isinstance(crowd, float):
+            raise ValueError(f"{where}.iscrowd expected 0 or 1, found {crowd!r}"[:200])
+        area = a.get("area", box[2] * box[3])
+        if not _is_number(area) or area < 0:
+            raise ValueError(f"{where}.area expected a finite number >= 0, found {area!r}"[:200])
+        ann_id = a.get("id", i + 1)
+        if not _is_id(ann_id) or ann_id in ann_ids:
+            raise ValueError(f"{where}.id expected a unique integer, found {ann_id!r}"[:200])
+        ann_ids.add(ann_id)
+        checked.append({**a, "iscrowd": int(crowd), "area": area, "id": ann_id})
+    return {**gt, "annotations": checked}
 
 
 def select_subset(n: int, max_images: int | None) -> list[int]:
@@ -139,9 +217,7 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
     if images is None or ann is None:
         raise ValueError("evaluate: supply images= (folder) and ann= (COCO json), or data= (YOLO data yaml)")
     gt, source = _read_ann(ann, f"{data} (val labels as COCO json)" if data is not None else "annotations")
-    _check_annotations(gt, source)
-    gt = dict(gt)
-    gt.setdefault("annotations", [])
+    gt = _check_annotations(gt, source)
     gt.setdefault("info", {})
 
     paths = list_images(images)
@@ -181,6 +257,10 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
     skipped += loader.skipped
     for p, reason in loader.skipped:
         warnings.warn(f"image left out of the evaluation: {reason}")
+    truncated = list(getattr(loader, "truncated", []))
+    if truncated:
+        warnings.warn(f"{len(truncated)} truncated JPEG(s) were decoded with their missing part filled in and "
+                      f"scored as they are, e.g. {truncated[0]}")
     scored_ids = [i for i, _ in dets_by_image]
     if not scored_ids:
         raise ValueError(f"{images}: no readable image to evaluate ({len(skipped)} skipped: {skipped[:3]})")
@@ -195,6 +275,7 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
         "mAP50-95": max(stats[0], 0.0), "mAP50": max(stats[1], 0.0), "stats": stats,
         "stat_names": list(STAT_NAMES), "speed_ms": timer.per_image_ms(), "images": len(scored_ids),
         "ground_truth_boxes": n_gt, "predictions": len(predictions), "skipped": skipped,
+        "truncated_images": truncated,
         "settings": {"imgsz": size, "batch": batch, "conf": conf, "iou": iou, "max_det": max_det,
                      "multi_label": multi_label, "rect": rect, "device": str(device),
                      "threads": threads or cpu_threads()},
@@ -209,5 +290,7 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
         print(f"mAP50-95 {result['mAP50-95']:.4f}\nmAP50 {result['mAP50']:.4f}")
         print(f"Speed: {sp['preprocess']:.1f} ms pre-process, {sp['inference']:.1f} ms inference, "
               f"{sp['nms']:.1f} ms NMS per image at {size} ({len(scored_ids)} images, batch {batch})")
+        if truncated or skipped:
+            print(f"Images: {len(truncated)} truncated JPEG(s) scored as decoded, {len(skipped)} left out")
     return result
 

@@ -110,6 +110,19 @@ def read_image(path) -> np.ndarray:
     return img
 
 
+def is_truncated_jpeg(path) -> bool:
+    """A JPEG whose data does not end with the EOI marker: decoders fill the missing rows silently (grey)."""
+    if Path(path).suffix.lower() not in (".jpg", ".jpeg"):
+        return False
+    try:
+        with open(path, "rb") as f:
+            f.seek(-2, os.SEEK_END)
+            tail = f.read(2)
+    except OSError:
+        return False
+    return tail != b"\xff\xd9"
+
+
 class LetterboxLoader:
     """Batches of letterboxed images in yolov5-val order.
 
@@ -127,12 +140,15 @@ class LetterboxLoader:
             imgsz = new
         self.imgsz, self.batch, self.stride, self.rect, self.pad = imgsz, max(1, int(batch)), stride, rect, pad
         self.skipped: list[tuple[str, str]] = []
+        self.truncated: list[str] = []  # decoded, but the file ends early (counted and reported)
         paths = [Path(p) for p in paths]
         good, wh = [], []
         for i, p in enumerate(paths):
             try:
                 wh.append(sizes[i] if sizes is not None else image_size(p))
                 good.append(p)
+                if is_truncated_jpeg(p):
+                    self.truncated.append(str(p))
             except ValueError as e:
                 self.skipped.append((str(p), str(e)))
         if rect and good:

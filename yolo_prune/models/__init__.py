@@ -10,7 +10,7 @@ from .spec import apply_layers, record_layers
 __all__ = ["Detector", "load", "build_from_spec", "apply_layers", "record_layers"]
 
 
-def _builder(family: str):
+def _builder(family: str, source: str = "spec"):
     if family == "ultralytics":
         from .ultralytics import build_ultralytics
         return build_ultralytics
@@ -20,16 +20,24 @@ def _builder(family: str):
     if family == "darknet":
         from .darknet import build_darknet
         return build_darknet
-    raise ValueError(f"spec field 'family': expected one of ultralytics, yolov5, darknet, found {family!r}")
+    from .validate import ModelSpecError
+    raise ModelSpecError(f"{source}: spec field 'family': expected one of ultralytics, yolov5, darknet, found {family!r}"[:200])
 
 
 def build_from_spec(spec: dict, source: str = "spec") -> Detector:
     """Build the base architecture, then apply the recorded per-layer shapes (pruned widths)."""
+    from .validate import ModelSpecError, walk_plain
+
+    if not isinstance(spec, dict):
+        raise ModelSpecError(f"{source}: spec expected a mapping, found {type(spec).__name__}")
+    walk_plain(spec, source, "spec")
     for key in ("family", "base"):
         if key not in spec:
-            raise ValueError(f"{source}: spec field '{key}' is missing (found {sorted(spec)})")
+            raise ModelSpecError(f"{source}: spec field '{key}' is missing (found {sorted(map(str, spec))})")
+    if spec.get("layers") is not None and not isinstance(spec["layers"], dict):
+        raise ModelSpecError(f"{source}: spec field 'layers' expected a mapping, found {type(spec['layers']).__name__}")
     names = spec.get("names")
-    det = _builder(spec["family"])(spec["base"], nc=spec.get("nc"), names=names, source=source)
+    det = _builder(spec["family"], source)(spec["base"], nc=spec.get("nc"), names=names, source=source)
     if spec.get("layers"):
         apply_layers(det, spec["layers"], source=source)
     return det

@@ -42,18 +42,42 @@ def is_ours(obj) -> bool:
 
 
 def from_checkpoint(ckpt: dict, source: str = "checkpoint", device="cpu"):
-    """Rebuild the exact architecture from the spec, then load the weights strictly."""
-    from . import build_from_spec
+    """Rebuild the exact architecture from the spec, then load the weights strictly.
 
-    if ckpt.get("version", 0) > VERSION:
-        raise ValueError(f"{source}: field 'version' expected <= {VERSION}, found {ckpt.get('version')}; "
-                         "upgrade yolo_prune to read this file")
+    The spec is validated as plain, bounded data before anything is built (validate.walk_plain); the weights must
+    be tensors of exactly the shapes the spec builds.
+    """
+    from . import build_from_spec
+    from .validate import ModelSpecError, walk_plain
+
+    version = ckpt.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ModelSpecError(f"{source}: field 'version' expected an integer 0..{VERSION}, found {version!r}"[:300])
+    if version > VERSION:
+        raise ModelSpecError(f"{source}: field 'version' expected <= {VERSION}, found {version}; "
+                             "upgrade yolo_prune to read this file")
     for key in ("spec", "state_dict"):
         if key not in ckpt:
-            raise ValueError(f"{source}: field '{key}' expected in a yolo_prune checkpoint, found keys {sorted(ckpt)}")
+            raise ModelSpecError(f"{source}: field '{key}' expected in a yolo_prune checkpoint, found keys "
+                                 f"{sorted(map(str, ckpt))}"[:400])
+    if not isinstance(ckpt["spec"], dict):
+        raise ModelSpecError(f"{source}: field 'spec' expected a mapping, found {type(ckpt['spec']).__name__}")
+    walk_plain(ckpt["spec"], source, "spec")
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ModelSpecError(f"{source}: field 'state_dict' expected a mapping of names to tensors")
     det = build_from_spec(ckpt["spec"], source=source)
-    missing, unexpected = det.load_state_dict(ckpt["state_dict"], strict=False)
+    fresh = det.state_dict()
+    missing = [k for k in fresh if k not in state]
+    unexpected = [k for k in state if k not in fresh]
     if missing or unexpected:
-        raise ValueError(f"{source}: state_dict does not match the spec: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ModelSpecError(f"{source}: state_dict does not match the spec: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in fresh.items()
+             if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ModelSpecError(f"{source}: state_dict tensors do not have the shapes the spec builds (found vs "
+                             f"expected): {wrong[:3]}")
+    det.load_state_dict(state, strict=True)
     return det.to(device).eval()

@@ -14,6 +14,7 @@ Semantics follow darknet's C code so that official cfg + .weights pairs give the
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .detector import Detector
+from .validate import _over, check_int, limits
 
 __all__ = [
     "CfgSection", "parse_cfg", "DarknetNet", "DarknetDetector", "ConvLayer", "RouteLayer", "ShortcutLayer",
@@ -124,6 +126,10 @@ class CfgSection:
 
 def parse_cfg(text: str, source: str = "<cfg>") -> list[CfgSection]:
     """Parse darknet cfg text into sections (the first one is ``[net]``). Errors name ``source:line``."""
+    if not isinstance(text, str):
+        raise ValueError(f"{source}: expected darknet cfg text, found {type(text).__name__}")
+    if len(text) > limits().max_text:
+        raise _over(source, "cfg text", "max_text", limits().max_text, f"{len(text):,} characters")
     sections: list[CfgSection] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -312,9 +318,14 @@ class DarknetNet(nn.Module):
     def __init__(self, sections: list[CfgSection], source: str = "<cfg>"):
         super().__init__()
         net = sections[0]
-        self.width = net.get_int("width", 416, source)
-        self.height = net.get_int("height", 416, source)
-        self.channels = net.get_int("channels", 3, source)
+        self.lim = lim = limits()
+        if len(sections) - 1 > lim.max_layers:
+            raise _over(source, "sections", "max_layers", lim.max_layers, f"{len(sections) - 1} layers")
+        self.width = check_int(net.get_int("width", 416, source), source, "[net] width", 1, 1 << 15)
+        self.height = check_int(net.get_int("height", 416, source), source, "[net] height", 1, 1 << 15)
+        self.channels = check_int(net.get_int("channels", 3, source), source, "[net] channels", 1, lim.max_channels,
+                                  "max_channels")
+        self.params = 0
         self.layers = nn.ModuleList()
         self.kinds: list[str] = []
         channels: list[int] = []
@@ -364,9 +375,18 @@ class DarknetNet(nn.Module):
             if filters < 1 or size < 1 or stride < 1 or groups < 1:
                 raise ValueError(f"{sec.where(source)}: [convolutional] filters, size, stride and groups must be "
                                  f">= 1, found {filters}, {size}, {stride}, {groups}")
+            lim, where = self.lim, sec.where(source)
+            check_int(filters, where, "[convolutional] filters", 1, lim.max_channels, "max_channels")
+            check_int(size, where, "[convolutional] size", 1, lim.max_kernel, "max_kernel")
+            check_int(stride, where, "[convolutional] stride", 1, lim.max_stride, "max_stride")
+            check_int(groups, where, "[convolutional] groups", 1, lim.max_channels, "max_channels")
+            check_int(padding, where, "[convolutional] padding", 0, lim.max_kernel, "max_kernel")
             if cin % groups or filters % groups:
                 raise ValueError(f"{sec.where(source, 'groups')}: [convolutional] groups={groups} must divide the "
                                  f"input channels ({cin}) and filters ({filters})")
+            self.params += filters * (cin // groups) * size * size + 4 * filters
+            if self.params > lim.max_params:
+                raise _over(where, "parameters", "max_params", lim.max_params, f"{self.params:,} parameters")
             return ConvLayer(cin, filters, size, stride, padding, groups, bn, act), filters, sin * stride
         if sec.kind == "route":
             idx = sec.get_list("layers", source, required=True)
@@ -386,6 +406,7 @@ class DarknetNet(nn.Module):
                     raise ValueError(f"{sec.where(source, 'layers')}: [route] layers {sources[0]} and {j} have "
                                      f"different spatial sizes (strides {strides[sources[0]]} and {strides[j]})")
             cout = sum(channels[j] // groups for j in sources)
+            check_int(cout, sec.where(source), "[route] output channels", 1, self.lim.max_channels, "max_channels")
             return RouteLayer(sources, groups, group_id), cout, strides[sources[0]]
         if sec.kind == "shortcut":
             idx = sec.get_list("from", source, required=True)
@@ -408,16 +429,27 @@ class DarknetNet(nn.Module):
             if size < 1 or stride < 1 or padding < 0:
                 raise ValueError(f"{sec.where(source)}: [maxpool] expected size >= 1, stride >= 1, padding >= 0, "
                                  f"found {size}, {stride}, {padding}")
+            check_int(size, sec.where(source), "[maxpool] size", 1, self.lim.max_kernel, "max_kernel")
+            check_int(stride, sec.where(source), "[maxpool] stride", 1, self.lim.max_stride, "max_stride")
+            check_int(padding, sec.where(source), "[maxpool] padding", 0, self.lim.max_kernel, "max_kernel")
             return MaxPoolLayer(size, stride, padding), cin, sin * stride
         if sec.kind == "upsample":
             stride = sec.get_int("stride", 2, source)
             if stride < 1:
                 raise ValueError(f"{sec.where(source, 'stride')}: [upsample] field 'stride': expected >= 1 "
                                  f"(downsampling upsample layers are not supported), found {stride}")
+            check_int(stride, sec.where(source), "[upsample] stride", 1, self.lim.max_stride, "max_stride")
+            if sin / stride < Fraction(1, 4):  # finer than 4x the input resolution: activations explode
+                raise ValueError(f"{sec.where(source, 'stride')}: [upsample] would reach {stride / sin}x the input "
+                                 "resolution; expected at most 4x")
             return UpsampleLayer(stride), cin, sin / stride
         if sec.kind == "yolo":
             classes = sec.get_int("classes", 20, source)
+            check_int(classes, sec.where(source), "[yolo] classes", 1, self.lim.max_classes, "max_classes")
             anchors = sec.get_list("anchors", source, kind=float, required=True)
+            if not all(math.isfinite(a) and 0 < a <= 1e5 for a in anchors) or len(anchors) > 128:
+                raise ValueError(f"{sec.where(source, 'anchors')}: [yolo] field 'anchors': expected at most 64 "
+                                 f"pairs of finite positive numbers, found {anchors[:8]}")
             if len(anchors) % 2:
                 raise ValueError(f"{sec.where(source, 'anchors')}: [yolo] field 'anchors': expected w,h pairs, "
                                  f"found {len(anchors)} numbers")
@@ -438,6 +470,9 @@ class DarknetNet(nn.Module):
             if sin.denominator != 1:
                 raise ValueError(f"{sec.where(source)}: [yolo] layer {i} sits at a fractional stride {sin}")
             scale = sec.get_float("scale_x_y", 1.0, source)
+            if not (math.isfinite(scale) and 0 < scale <= 10):
+                raise ValueError(f"{sec.where(source, 'scale_x_y')}: [yolo] field 'scale_x_y': expected a number in "
+                                 f"(0, 10], found {scale}")
             return YoloLayer(mask, pairs, classes, scale, int(sin)), cin, sin
         raise AssertionError(f"unhandled section kind {sec.kind}")  # parse_cfg only yields the kinds above
 
@@ -572,6 +607,9 @@ def _read_cfg(cfg_path) -> tuple[Path, str]:
         raise FileNotFoundError(f"{p}: darknet cfg not found. Supply the network's .cfg file at this path (e.g. "
                                 "cfg/yolov4-tiny.cfg in this project); a .weights file needs its .cfg of the same "
                                 "name beside it, or pass the .cfg and weights= explicitly")
+    size = p.stat().st_size
+    if size > limits().max_text:
+        raise _over(str(p), "file size", "max_text", limits().max_text, f"{size:,} bytes")
     return p, p.read_text(encoding="utf-8", errors="replace")
 
 
@@ -643,6 +681,11 @@ def read_weights(detector: DarknetDetector, path) -> dict:
                          f"{max(body, 0) // 4:,} floats{extra} ({len(data):,} bytes). The file is truncated or "
                          "belongs to a different cfg (classes, filters)")
     floats = np.frombuffer(data, "<f4", expected, header)
+    bad = int((~np.isfinite(floats)).sum())
+    if bad:
+        first = int(np.flatnonzero(~np.isfinite(floats))[0])
+        raise ValueError(f"{path}: {bad:,} of its {expected:,} weights are NaN or infinite (first at float {first}); "
+                         "expected finite weights")
     pos = 0
     with torch.no_grad():
         for _, tensors in _conv_tensors(detector):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import _compat_pickle
 import collections
 import enum
+import functools
 import importlib
 import io
 import os
@@ -25,6 +26,7 @@ import pickle
 import pickletools
 import re
 import struct
+import tarfile
 import types
 import zipfile
 from pathlib import Path
@@ -34,14 +36,17 @@ import torch
 from torch import nn
 
 __all__ = ["RefusedGlobal", "CorruptCheckpoint", "pickle_globals", "safe_torch_load", "allow_list_load", "is_allowed",
+           "sanitize_module", "tensor_policy",
            "base_policy", "yolov5_policy", "ultralytics_policy"]
 
 _EXPECTED = ("a torch.save() checkpoint (a zip archive holding data.pkl, or the legacy pickle format); "
              "re-download or re-export the file")
 
 
-class RefusedGlobal(pickle.UnpicklingError):
-    """The pickle asked for a global outside the allow-list; nothing was called."""
+class RefusedGlobal(pickle.UnpicklingError, ValueError):
+    """The pickle asked for a global outside the allow-list; nothing was called.
+
+    Also a ValueError, like every refusal of bad input in yolo_prune, so the tools report it in one line."""
 
 
 class CorruptCheckpoint(ValueError):
@@ -85,11 +90,57 @@ def _scan_one_pickle(stream, found: set[str]) -> None:
             del recent[:-8]
 
 
+# members torch.save writes under the archive's top folder; data/<key> holds the storages
+_ARCHIVE_FILES = {"data.pkl", "byteorder", "version", ".data/version", ".format_version", ".storage_alignment",
+                  ".data/serialization_id", "serialization_id"}
+
+
 def _zip_pickle_name(zf: zipfile.ZipFile, path) -> str:
-    names = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
-    if not names:
-        raise CorruptCheckpoint(f"{path}: zip archive has no '<folder>/data.pkl'; expected {_EXPECTED}")
-    return names[0]
+    """The record torch.load reads: '<top>/data.pkl', where <top> is the folder of the archive's FIRST member.
+
+    torch's reader takes the archive name from the first entry and looks records up under it, and routes any
+    archive holding 'constants.pkl' to TorchScript (which runs code). So the layout is checked exactly: one top
+    folder, only the members torch.save writes, no duplicates, no compression (torch.save stores members as is;
+    this also stops zip bombs), and the pickle scanned is the one torch will read.
+    """
+    infos = zf.infolist()
+    names = [i.filename for i in infos]
+    if not names or "/" not in names[0]:
+        raise CorruptCheckpoint(f"{path}: zip archive without a top folder (first member {names[:1]}); expected "
+                                f"{_EXPECTED}")
+    top = names[0].split("/", 1)[0] + "/"
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})[:3]
+        raise CorruptCheckpoint(f"{path}: zip archive holds duplicate members {dup}; refused (which one torch "
+                                "reads is undefined)")
+    for info in infos:
+        rel = info.filename[len(top):] if info.filename.startswith(top) else None
+        if rel == "constants.pkl" or (rel or "").startswith("code/") or info.filename.endswith("constants.pkl"):
+            raise CorruptCheckpoint(f"{path}: a TorchScript archive (member '{info.filename}'); TorchScript runs "
+                                    "code when loaded and is refused. Expected a torch.save() checkpoint of a "
+                                    "state_dict or model (export TorchScript models with their source instead)")
+        ok = rel is not None and (rel in _ARCHIVE_FILES or (rel.startswith("data/") and "/" not in rel[5:] and
+                                                            rel[5:]))
+        if not ok:
+            raise CorruptCheckpoint(f"{path}: unknown archive layout (member '{info.filename}' is not one that "
+                                    f"torch.save writes under '{top}'); expected {_EXPECTED}")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CorruptCheckpoint(f"{path}: archive member '{info.filename}' is compressed; torch.save stores "
+                                    f"members uncompressed (re-save the file with torch.save); expected {_EXPECTED}")
+    if top + "data.pkl" not in names:
+        raise CorruptCheckpoint(f"{path}: zip archive has no '{top}data.pkl'; expected {_EXPECTED}")
+    return top + "data.pkl"
+
+
+def _check_not_tar(path: Path) -> None:
+    # torch.load reads the old tar format with another pickle sequence than the one scanned here: refuse it
+    try:
+        is_tar = tarfile.is_tarfile(path)
+    except (OSError, ValueError, EOFError):
+        is_tar = False
+    if is_tar:
+        raise CorruptCheckpoint(f"{path}: a tar archive (pre-1.0 torch tar format) is not accepted; expected "
+                                f"{_EXPECTED}")
 
 
 def pickle_globals(path: str | os.PathLike) -> set[str]:
@@ -105,13 +156,15 @@ def pickle_globals(path: str | os.PathLike) -> set[str]:
             with zipfile.ZipFile(path) as zf:
                 _scan_one_pickle(io.BytesIO(zf.read(_zip_pickle_name(zf, path))), found)
         else:
+            _check_not_tar(path)
             # legacy format: magic number, protocol, sys info, the object, storage keys (5 pickles), then raw data
             with open(path, "rb") as f:
                 for _ in range(5):
                     _scan_one_pickle(f, found)
     except CorruptCheckpoint:
         raise
-    except (ValueError, EOFError, zipfile.BadZipFile, KeyError, OSError) as e:
+    except (ValueError, EOFError, zipfile.BadZipFile, KeyError, OSError, IndexError, struct.error,
+            NotImplementedError, OverflowError, UnicodeDecodeError, RuntimeError) as e:
         raise CorruptCheckpoint(f"{path}: cannot read its pickle ({type(e).__name__}: {e}); expected {_EXPECTED}") \
             from e
     return found
@@ -136,18 +189,25 @@ def _torch_load(path: Path, **kwargs):
         raise CorruptCheckpoint(f"{path}: truncated: a zip archive without its end (central directory missing, "
                                 f"{path.stat().st_size} bytes); expected {_EXPECTED}")
     if zipfile.is_zipfile(path):
-        # torch reports a truncated member deep inside its reader; check the archive's CRCs first
+        # torch reports a truncated member deep inside its reader; check the layout and the CRCs first
         try:
             with zipfile.ZipFile(path) as zf:
+                _zip_pickle_name(zf, path)
                 bad = zf.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        except CorruptCheckpoint:
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
             raise CorruptCheckpoint(f"{path}: damaged zip archive ({e}); expected {_EXPECTED}") from e
         if bad is not None:
             raise CorruptCheckpoint(f"{path}: archive member '{bad}' is damaged (CRC mismatch); expected {_EXPECTED}")
+    else:
+        _check_not_tar(path)
     try:
         return torch.load(path, map_location="cpu", **kwargs)
-    except RefusedGlobal:
-        raise
+    except RefusedGlobal as e:
+        if str(path) in str(e):
+            raise
+        raise RefusedGlobal(f"{path}: {e} (nothing was executed)") from None
     except pickle.UnpicklingError as e:
         refused = re.search(r"GLOBAL ([\w.]+)", str(e)) if kwargs.get("weights_only") else None
         if refused:
@@ -158,21 +218,26 @@ def _torch_load(path: Path, **kwargs):
     except (EOFError, zipfile.BadZipFile, OSError) as e:
         raise CorruptCheckpoint(f"{path}: file ends early or is not a checkpoint ({type(e).__name__}: {e}); "
                                 f"expected {_EXPECTED}") from e
-    except (IndexError, KeyError, TypeError, ValueError, AttributeError, struct.error, UnicodeDecodeError) as e:
+    except CorruptCheckpoint:
+        raise
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError, struct.error, UnicodeDecodeError,
+            AssertionError, NotImplementedError, OverflowError, RecursionError, MemoryError) as e:
         # arbitrary bytes read as pickle opcodes fail in arbitrary ways; none of them is a checkpoint
         raise CorruptCheckpoint(f"{path}: not a checkpoint, its bytes do not parse as a pickle "
                                 f"({type(e).__name__}: {e}); expected {_EXPECTED}") from e
     except RuntimeError as e:
         msg = str(e)
-        if any(s in msg for s in ("PytorchStreamReader", "zip archive", "invalid header", "magic number")):
-            raise CorruptCheckpoint(f"{path}: truncated or corrupt ({msg.splitlines()[0]}); expected {_EXPECTED}") \
-                from e
-        raise
+        first = (msg.strip().splitlines() or ["RuntimeError"])[0][:300]
+        raise CorruptCheckpoint(f"{path}: truncated or corrupt ({first}); expected {_EXPECTED}") from e
 
 
 def safe_torch_load(path: str | os.PathLike):
-    """``torch.load(weights_only=True)``: tensors and plain containers only, with clear errors on bad files."""
-    return _torch_load(Path(path), weights_only=True)
+    """Tensors and plain containers only (``tensor_policy``: no module classes), with clear errors on bad files.
+
+    Our own unpickler rather than torch's weights_only one, so every .pt goes through the same checked calls
+    (torch's would, for instance, call ``torch.Tensor(n)`` with any n)."""
+    path = Path(path)
+    return _torch_load(path, weights_only=False, pickle_module=_make_pickle_module(tensor_policy, str(path)))
 
 
 Policy = Callable[[str, str], object]
@@ -252,6 +317,7 @@ def _make_pickle_module(policy: Policy, source: str):
         def load_build(self):
             if _is_class_like(self.stack[-2]):
                 refuse(f"refused BUILD on '{_qualname(self.stack[-2])}': state may only be set on instances")
+            _check_ndarray_state(self.stack[-2], self.stack[-1], refuse)
             super().load_build()
 
         def load(self):
@@ -277,6 +343,27 @@ def _make_pickle_module(policy: Policy, source: str):
     return mod
 
 
+def _check_ndarray_state(target, state, refuse) -> None:
+    """An ndarray's state must carry as many items as its shape says (numpy checks bytes, not object lists)."""
+    try:
+        import numpy as np
+    except ImportError:
+        return
+    if not isinstance(target, np.ndarray):
+        return
+    ok = isinstance(state, tuple) and len(state) == 5 and isinstance(state[1], tuple) and \
+        all(isinstance(x, int) and x >= 0 for x in state[1])
+    if ok:
+        n = 1
+        for x in state[1]:
+            n *= x
+        data = state[4]
+        ok = isinstance(data, (bytes, bytearray, list)) and (len(data) == n if isinstance(data, list) else
+                                                             n <= max(len(data), 1))
+    if not ok:
+        refuse("refused a numpy array whose shape does not match the data it carries")
+
+
 def _qualname(obj) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
 
@@ -285,6 +372,56 @@ def allow_list_load(path: str | os.PathLike, policy: Policy):
     """``torch.load`` whose unpickler resolves only what ``policy(module, name)`` returns (None = refuse)."""
     path = Path(path)
     return _torch_load(path, weights_only=False, pickle_module=_make_pickle_module(policy, str(path)))
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
+               "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+               "_load_state_dict_post_hooks")
+
+
+def _ema_or_model(ckpt):
+    """A training/release checkpoint's EMA, else its model (compared with None: a pickled module's truthiness
+    would call its own __len__ on unchecked state)."""
+    if not isinstance(ckpt, dict):
+        return ckpt
+    for key in ("ema", "model"):
+        if ckpt.get(key) is not None:
+            return ckpt[key]
+    return None
+
+
+def sanitize_module(root, source: str, max_modules: int = 100_000):
+    """Make an unpickled module tree safe to call torch's own methods on (``state_dict``, ``named_modules``).
+
+    The pickle chose every attribute: hook dictionaries would make ``state_dict()`` call whatever allowed callable
+    it put there, and a non-module in ``_modules`` would crash deep inside torch. So every module's hooks are
+    cleared and its children, parameters and buffers are checked to be modules, Parameters and tensors.
+    Returns ``root``; raises CorruptCheckpoint naming the file and the module path.
+    """
+    if not isinstance(root, nn.Module):
+        raise CorruptCheckpoint(f"{source}: expected a model (torch.nn.Module), found {type(root).__name__}")
+    stack, seen = [("model", root)], 0
+    while stack:
+        where, m = stack.pop()
+        seen += 1
+        if seen > max_modules:
+            raise CorruptCheckpoint(f"{source}: more than {max_modules:,} modules in the pickled model")
+        state = m.__dict__
+        for attr in _HOOK_DICTS:
+            if attr in state:
+                state[attr] = collections.OrderedDict()
+        for attr, kinds in (("_modules", (nn.Module,)), ("_parameters", (nn.Parameter, torch.Tensor)),
+                            ("_buffers", (torch.Tensor,))):
+            table = state.get(attr)
+            if not isinstance(table, dict):
+                raise CorruptCheckpoint(f"{source}: {where}.{attr} expected a mapping, found {type(table).__name__}")
+            for k, v in table.items():
+                if not isinstance(k, str) or not (v is None or isinstance(v, kinds)):
+                    raise CorruptCheckpoint(f"{source}: {where}.{attr}[{k!r}] expected a "
+                                            f"{kinds[0].__name__}, found {type(v).__name__}"[:300])
+        stack.extend((f"{where}.{k}", v) for k, v in state["_modules"].items() if v is not None)
+    return root
 
 
 # --------------------------------------------------------------------------------------------- policies
@@ -312,6 +449,38 @@ def _rebuild_parameter_with_state_checked(data, requires_grad, backward_hooks, s
     return torch._utils._rebuild_parameter_with_state(data, requires_grad, collections.OrderedDict(), state)
 
 
+def _codecs_encode_checked(obj, encoding="utf-8", errors="strict"):
+    # protocol-2 pickles write bytes as _codecs.encode(text, 'latin1'); nothing else of _codecs is reachable
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise RefusedGlobal(f"refused _codecs.encode({type(obj).__name__}, {encoding!r}): only the latin-1 bytes "
+                            "encoding pickle writes is accepted")
+    return obj.encode("latin-1")
+
+
+def _bounded_iterable(name: str, arg) -> None:
+    # set(range(10**18)) would run for ever: containers are only built from an already materialised list/tuple
+    if not isinstance(arg, (list, tuple, set, frozenset, dict, str, bytes)):
+        raise RefusedGlobal(f"refused {name}({type(arg).__name__}): expected a list or tuple")
+
+
+def _container(cls, name: str):
+    def build(*args):
+        if len(args) > 1:
+            raise RefusedGlobal(f"refused {name} with {len(args)} arguments")
+        if args:
+            _bounded_iterable(name, args[0])
+        return cls(*args)
+    build.__qualname__ = f"checked_{name}"
+    return build
+
+
+def _bytearray_checked(*args):
+    if args and not isinstance(args[0], (bytes, str, list)):  # bytearray(10**12) would allocate a terabyte
+        raise RefusedGlobal(f"refused bytearray({type(args[0]).__name__}): only bytearray(bytes) is accepted")
+    return bytearray(*args)
+
+
+@functools.lru_cache(maxsize=None)  # one set of checked wrappers: the call table compares them by identity
 def _torch_allowed() -> dict:
     """Tensor/storage rebuild helpers, dtypes and plain containers: what torch.save writes for tensors."""
     from torch import _utils
@@ -321,11 +490,13 @@ def _torch_allowed() -> dict:
     allowed["torch._utils._rebuild_parameter"] = _rebuild_parameter_checked
     allowed["torch._utils._rebuild_parameter_with_state"] = _rebuild_parameter_with_state_checked
     allowed["torch._tensor._rebuild_from_type_v2"] = _rebuild_from_type_v2_checked
-    allowed.update({"collections.OrderedDict": collections.OrderedDict, "builtins.set": set,
-                    "builtins.frozenset": frozenset, "builtins.slice": slice, "builtins.range": range,
-                    "builtins.complex": complex, "builtins.bytearray": bytearray,
-                    "collections.Counter": collections.Counter,
-                    "torch.Size": torch.Size, "torch.device": torch.device, "torch.Tensor": torch.Tensor,
+    allowed.update({"collections.OrderedDict": _container(collections.OrderedDict, "OrderedDict"),
+                    "builtins.set": _container(set, "set"), "builtins.frozenset": _container(frozenset, "frozenset"),
+                    "builtins.slice": slice, "builtins.range": range,
+                    "builtins.complex": complex, "builtins.bytearray": _bytearray_checked,
+                    "collections.Counter": _container(collections.Counter, "Counter"),
+                    "_codecs.encode": _codecs_encode_checked,
+                    "torch.Size": _container(torch.Size, "torch.Size"), "torch.device": torch.device, "torch.Tensor": torch.Tensor,
                     "torch.nn.parameter.Parameter": nn.Parameter,
                     "torch.storage.TypedStorage": torch.storage.TypedStorage,
                     "torch.storage.UntypedStorage": torch.storage.UntypedStorage})
@@ -338,13 +509,22 @@ def _torch_allowed() -> dict:
     return allowed
 
 
+@functools.lru_cache(maxsize=None)
 def _numpy_allowed() -> dict:
     try:
         import numpy as np
     except ImportError:
         return {}
     scalar = np.float64(0).__reduce__()[0]  # numpy's scalar rebuild helper (numpy 1 and 2 differ in path)
-    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    raw_reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+
+    def reconstruct(subtype, shape, dtype):
+        # ndarray.__reduce__ always writes (ndarray, (0,), b'b'); the real shape and data come with BUILD
+        if subtype is not np.ndarray or tuple(shape) != (0,) or not isinstance(dtype, (bytes, str)) or len(dtype) > 8:
+            raise RefusedGlobal(f"refused numpy _reconstruct({_qualname(subtype)}, {shape!r}): only the empty "
+                                "ndarray that numpy pickles is accepted")
+        return raw_reconstruct(subtype, shape, dtype)
+
     allowed = {"numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray}
     for core in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[f"{core}.scalar"] = scalar
@@ -384,9 +564,19 @@ def base_policy(module: str, name: str):
         _BASE = {**_torch_allowed(), **_numpy_allowed(),
                  "pathlib.PosixPath": pathlib.PurePosixPath, "pathlib.WindowsPath": pathlib.PureWindowsPath,
                  "pathlib._local.PosixPath": pathlib.PurePosixPath,
-                 "pathlib._local.WindowsPath": pathlib.PureWindowsPath}
+                 "pathlib._local.WindowsPath": pathlib.PureWindowsPath,
+                 "pathlib.PurePosixPath": pathlib.PurePosixPath, "pathlib.PureWindowsPath": pathlib.PureWindowsPath,
+                 "pathlib._local.PurePosixPath": pathlib.PurePosixPath,
+                 "pathlib._local.PureWindowsPath": pathlib.PureWindowsPath}
     obj = _BASE.get(f"{module}.{name}")
     return obj if obj is not None else _torch_nn_class(module, name)
+
+
+def tensor_policy(module: str, name: str):
+    """Our own checkpoints: tensors, dtypes, plain containers, numpy values and paths; no module classes."""
+    if module == "torch.nn.modules" or module.startswith("torch.nn.modules."):
+        return None
+    return base_policy(module, name)
 
 
 def yolov5_policy(module: str, name: str):
@@ -435,8 +625,16 @@ def ultralytics_policy(module: str, name: str):
 
 def _safe_call_table() -> set:
     table = set()
+    # classes that pickles only pass around (never call): called, they would allocate whatever size they are given
+    never_called = {torch.Tensor, nn.Parameter, torch.storage.TypedStorage, torch.storage.UntypedStorage}
+    try:
+        import numpy as np
+        never_called.add(np.ndarray)
+    except ImportError:
+        pass
     for obj in {**_torch_allowed(), **_numpy_allowed()}.values():
-        if callable(obj) and not isinstance(obj, (torch.dtype, torch.memory_format, torch.layout)):
+        if callable(obj) and not isinstance(obj, (torch.dtype, torch.memory_format, torch.layout)) and \
+                obj not in never_called:
             table.add(obj)
     table.update({_restricted_getattr, pathlib.PurePosixPath, pathlib.PureWindowsPath})
     try:

@@ -12,6 +12,7 @@ from torch import nn
 # the layer classes and constructors live with their handlers; re-exported here for existing callers
 from ..layers import CompensatedConv2d, resized_bn, resized_conv, resized_linear, set_module  # noqa: F401
 from ..layers import handler_for, handler_for_kind
+from .validate import ModelSpecError, _over, check_int, check_modules, limits
 
 
 def record_layers(model: nn.Module) -> dict:
@@ -40,6 +41,7 @@ def apply_layers(model: nn.Module, layers: dict, source: str = "spec") -> None:
     Errors name the layer and what was expected vs found.
     """
     modules = dict(model.named_modules())
+    _check_layer_shapes(layers, modules, source)
     for name, shape in layers.items():
         m = modules.get(name)
         if m is None:
@@ -57,3 +59,42 @@ def apply_layers(model: nn.Module, layers: dict, source: str = "spec") -> None:
         if new is not None and new is not m:
             set_module(model, name, new)
     fix_module_attributes(model)
+    check_modules(model, source)
+
+
+_SHAPE_KEYS = {"Conv2d": ("in", "out", "groups"), "CompensatedConv2d": ("in", "out", "groups"),
+               "BatchNorm2d": ("num_features",), "Linear": ("in", "out"),
+               "GroupNorm": ("num_groups", "num_channels")}
+
+
+def _check_layer_shapes(layers: dict, modules: dict, source: str) -> None:
+    """Every recorded width a bounded positive integer, groups dividing both sides, parameters within the limit,
+    checked before any resized module is allocated."""
+    lim = limits()
+    total = 0
+    for name, shape in layers.items():
+        if not isinstance(shape, dict) or shape.get("type") not in _SHAPE_KEYS:
+            raise ModelSpecError(f"{source}: spec layer '{name}': expected a mapping with 'type' one of "
+                                 f"{sorted(_SHAPE_KEYS)}, found {shape!r}"[:300])
+        if name not in modules:
+            raise ModelSpecError(f"{source}: layer '{name}' from the spec does not exist in the rebuilt model")
+        vals = [check_int(shape.get(k), source, f"layers.{name}.{k}", 1, lim.max_channels, "max_channels")
+                for k in _SHAPE_KEYS[shape["type"]]]
+        if "bias" in shape and not isinstance(shape["bias"], bool):
+            raise ModelSpecError(f"{source}: field 'layers.{name}.bias': expected true/false, found {shape['bias']!r}")
+        m = modules[name]
+        if shape["type"].endswith("Conv2d"):
+            cin, cout, groups = vals
+            if cin % groups or cout % groups:
+                raise ModelSpecError(f"{source}: field 'layers.{name}.groups': {groups} must divide in={cin} and "
+                                     f"out={cout}")
+            k = m.kernel_size if isinstance(m, nn.Conv2d) else (1, 1)
+            total += cout * (cin // groups) * k[0] * k[1]
+        elif shape["type"] == "Linear":
+            total += vals[0] * vals[1]
+        elif shape["type"] == "GroupNorm":
+            total += 2 * vals[1]
+        else:
+            total += 4 * vals[0]
+        if total > lim.max_params:
+            raise _over(source, f"layers (at '{name}')", "max_params", lim.max_params, f"{total:,} parameters")

@@ -6,7 +6,7 @@ built model (with the checkpoint's layer widths), so the Detector never holds ob
 """
 from __future__ import annotations
 
-import ast
+import contextlib
 import copy
 import os
 import re
@@ -20,6 +20,8 @@ from torch import nn
 
 from .detector import Detector
 from .detector import names_dict as _names_dict
+from .validate import ModelSpecError, check_int, check_yaml_architecture, dry_run, guarded_build, limits, \
+    read_yaml_file
 
 __all__ = ["UltralyticsDetector", "load_yaml_model", "resolve_model_yaml", "build_ultralytics",
            "load_ultralytics_pt", "save_ultralytics_pt"]
@@ -71,10 +73,7 @@ def resolve_model_yaml(name_or_path: str | os.PathLike) -> dict:
     """Model yaml dict with its ``scale`` resolved: a file on disk, or a packaged name like ``yolov8n.yaml``."""
     p = Path(name_or_path)
     if p.is_file():
-        try:
-            d = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid yaml ({e})") from e
+        d = read_yaml_file(p)
         if not isinstance(d, dict):
             raise ValueError(f"{p}: expected a model yaml mapping, found {type(d).__name__}")
         source = p
@@ -95,59 +94,40 @@ def resolve_model_yaml(name_or_path: str | os.PathLike) -> dict:
         d = yaml.safe_load(source.read_text())
     d = dict(d)
     scales = d.get("scales")
-    if scales and not d.get("scale"):
+    if isinstance(scales, dict) and scales and not d.get("scale"):
         scale = _guess_scale(p.stem)
         d["scale"] = scale if scale in scales else next(iter(scales))
     d["yaml_file"] = str(p if not p.is_file() else source)
     return d
 
 
-_TASK_HEADS = {"Detect", "v10Detect"}
-
-
 def _check_ultralytics_yaml(d: dict, source: str) -> None:
-    """Refuse yaml content that ultralytics would eval() or call: only nn.Module classes, literal activations."""
+    """The shared whole-structure validator (validate.py), plus: every allowed name really is a layer class."""
     import ultralytics.nn.tasks as tasks
 
-    for key in ("backbone", "head"):
-        if not isinstance(d.get(key), list):
-            raise ValueError(f"{source}: model yaml field '{key}' expected a list of layers, found "
-                             f"{type(d.get(key)).__name__}")
-    if d.get("scale") and d.get("scales") and d["scale"] not in d["scales"]:
-        raise ValueError(f"{source}: field 'scale' expected one of {sorted(d['scales'])}, found {d['scale']!r}")
+    check_yaml_architecture(d, source)
     for i, row in enumerate(d["backbone"] + d["head"]):
-        if not isinstance(row, (list, tuple)) or len(row) != 4:
-            raise ValueError(f"{source}: layer {i} expected [from, number, module, args], found {row!r}")
-        name = str(row[2])
-        if name.startswith("nn."):
-            obj = getattr(nn, name[3:], None)
-        elif name.startswith("torchvision.ops."):
-            import torchvision
-            obj = getattr(torchvision.ops, name[16:], None)
-        else:
-            obj = getattr(tasks, name, None)
+        name = row[2]
+        obj = getattr(nn, name[3:], None) if name.startswith("nn.") else getattr(tasks, name, None)
         if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-            raise ValueError(f"{source}: layer {i}: module '{name}' is not an ultralytics or torch.nn layer class")
-    head = str(d["head"][-1][2]) if d["head"] else ""
-    if head not in _TASK_HEADS:
-        raise ValueError(f"{source}: last layer expected a detection head ({', '.join(sorted(_TASK_HEADS))}), "
-                         f"found '{head}'; only detection models are supported")
-    act = d.get("activation")
-    if act is not None:
-        try:
-            call = ast.parse(str(act).strip(), mode="eval").body
-            assert isinstance(call, ast.Call)
-            node, parts = call.func, []
-            while isinstance(node, ast.Attribute):
-                parts.append(node.attr)
-                node = node.value
-            assert isinstance(node, ast.Name) and parts[1:] + [node.id] in (["nn"], ["nn", "torch"])
-            assert issubclass(getattr(nn, parts[0]), nn.Module)
-            [ast.literal_eval(a) for a in call.args]
-            [ast.literal_eval(k.value) for k in call.keywords]
-        except Exception as e:
-            raise ValueError(f"{source}: field 'activation' expected nn.<Activation>(literal args), found {act!r}") \
-                from e
+            raise ModelSpecError(f"{source}: layer {i}: module '{name}' is not a layer class of the installed "
+                                 "ultralytics")
+
+
+@contextlib.contextmanager
+def _restricted_mode():
+    """ultralytics' own no-eval building path (its _SafeLoad), where the installed version has one."""
+    import ultralytics.nn.tasks as tasks
+
+    local = getattr(getattr(tasks, "_SafeLoad", None), "_local", None)
+    before = getattr(local, "active", False) if local is not None else None
+    if local is not None:
+        local.active = True
+    try:
+        yield
+    finally:
+        if local is not None:
+            local.active = before
 
 
 def _default_args(extra: dict | None = None):
@@ -159,7 +139,7 @@ def _default_args(extra: dict | None = None):
 
 def build_ultralytics(base: dict, nc: int | None = None, names=None, source: str = "") -> UltralyticsDetector:
     """Build (random weights, offline) from an ultralytics model yaml dict that includes its ``scale``."""
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.nn.tasks import DetectionModel, parse_model
 
     source = source or "ultralytics yaml"
     if not isinstance(base, dict):
@@ -172,8 +152,15 @@ def build_ultralytics(base: dict, nc: int | None = None, names=None, source: str
         nc = len(names)
     cfg = copy.deepcopy(base)
     cfg.pop("channels", None)
-    with torch.no_grad():  # the stride-probing forward inside needs no autograd graph
-        model = DetectionModel(cfg, ch=int(base.get("channels", 3)), nc=nc, verbose=False)
+    ch = int(base.get("channels", 3))
+    if nc is not None:
+        check_int(nc, source, "nc", 1, limits().max_classes, "max_classes")
+    with _restricted_mode():
+        dry_run(lambda: parse_model({**copy.deepcopy(cfg), **({"nc": nc} if nc else {})}, ch=ch, verbose=False)[0],
+                source, probe_ch=ch)
+        # the stride-probing forward inside needs no autograd graph; allocations stay bounded
+        with torch.no_grad(), guarded_build(source):
+            model = DetectionModel(cfg, ch=ch, nc=nc, verbose=False)
     nc = model.yaml["nc"]
     names = names or {i: str(i) for i in range(nc)}
     model.names = dict(names)
@@ -197,20 +184,22 @@ def load_yaml_model(name_or_path: str | os.PathLike, nc: int | None = None) -> D
 # ----------------------------------------------------------------------------------------------- .pt files
 def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
     """An ultralytics checkpoint (ema, else model) -> fresh fp32 UltralyticsDetector with its widths and weights."""
-    from .safe_pickle import allow_list_load, ultralytics_policy
+    from .safe_pickle import _ema_or_model, allow_list_load, sanitize_module, ultralytics_policy
     from .spec import apply_layers, record_layers
+    from .validate import walk_plain
 
     path = Path(path)
     ckpt = allow_list_load(path, ultralytics_policy)
-    if isinstance(ckpt, dict):
-        src = ckpt.get("ema") or ckpt.get("model")
-    else:
-        src = ckpt
-    if not isinstance(src, nn.Module) or not isinstance(getattr(src, "yaml", None), dict):
-        found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+    src = _ema_or_model(ckpt)
+    if not isinstance(src, nn.Module) or not isinstance(src.__dict__.get("yaml"), dict):
+        found = sorted(map(str, ckpt))[:20] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: expected an ultralytics checkpoint with an 'ema' or 'model' DetectionModel "
                          f"(carrying its yaml), found {found}")
-    det = build_ultralytics(src.yaml, names=getattr(src, "names", None), source=str(path))
+    sanitize_module(src, str(path))
+    names = src.__dict__.get("names")
+    if names is not None:
+        walk_plain(names, str(path), "names")
+    det = build_ultralytics(src.yaml, names=names, source=str(path))
     apply_layers(det.model, record_layers(src), source=str(path))  # pruned widths, if any
     state = src.state_dict()
     fresh = det.model.state_dict()
@@ -221,8 +210,11 @@ def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
                          f"ultralytics: missing/mismatched {bad[:5]}, unexpected {extra[:5]}")
     det.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     train_args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
-    if isinstance(train_args, dict):
-        det.model.args = _default_args({k: v for k, v in train_args.items() if isinstance(k, str)})
+    if isinstance(train_args, dict):  # hyperparameters only: plain values, nothing else is kept
+        plain = (str, int, float, bool, type(None))
+        det.model.args = _default_args({k: v for k, v in train_args.items() if isinstance(k, str) and (
+            isinstance(v, plain) or isinstance(v, (list, tuple)) and len(v) <= 1000 and
+            all(isinstance(x, plain) for x in v))})
     return det.eval()
 
 

@@ -19,6 +19,8 @@ from torch import nn
 
 from .detector import Detector
 from .detector import names_dict as _names_dict
+from .validate import YOLOV5_LAYERS, ModelSpecError, check_int, check_yaml_architecture, dry_run, guarded_build, \
+    limits
 
 __all__ = ["Conv", "Bottleneck", "C3", "SPPF", "SPP", "Focus", "Concat", "Detect", "DetectionModel",
            "YoloV5Detector", "build_yolov5", "load_yolov5_pt", "PICKLE_CLASSES"]
@@ -323,6 +325,26 @@ class YoloV5Detector(Detector):
         return [f"model.model.{idx}.m.{i}" for i in range(len(self._detect().m))]
 
 
+def _check_yolov5_yaml(base: dict, nc: int | None, source: str) -> None:
+    """The shared validator (validate.py) with the yolov5 layer set, plus the anchors and nc yolov5 needs."""
+    lim = limits()
+    check_yaml_architecture(base, source, allowed=YOLOV5_LAYERS, lim=lim, heads=("Detect",))
+    for key in ("anchors", "nc", "depth_multiple", "width_multiple"):
+        if key not in base:
+            raise ModelSpecError(f"{source}: yolov5 yaml field '{key}' is missing (found {sorted(base)})")
+    check_int(base["nc"] if nc is None else nc, source, "nc", 1, lim.max_classes, "max_classes")
+    anchors = base["anchors"]
+    if isinstance(anchors, int) and not isinstance(anchors, bool):
+        check_int(anchors, source, "anchors", 1, 16)
+        return
+    ok = isinstance(anchors, list) and 1 <= len(anchors) <= 16 and all(
+        isinstance(a, list) and a and len(a) % 2 == 0 and len(a) == len(anchors[0]) and len(a) <= 32 and
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1e5 for v in a) for a in anchors)
+    if not ok:
+        raise ModelSpecError(f"{source}: field 'anchors': expected 1..16 lists of w,h pairs of positive numbers "
+                             f"(the same count per level), found {anchors!r}"[:400])
+
+
 def build_yolov5(base: dict, nc: int | None = None, names=None, source: str = "") -> YoloV5Detector:
     """Build a yolov5 model (random weights) from its yaml dict; ``names`` ({i: name} or list) fixes nc too."""
     source = source or "yolov5 yaml"
@@ -333,7 +355,11 @@ def build_yolov5(base: dict, nc: int | None = None, names=None, source: str = ""
         if nc is not None and nc != len(names):
             raise ValueError(f"{source}: nc={nc} but {len(names)} class names were given")
         nc = len(names)
-    model = DetectionModel(base, nc=nc, source=source)
+    _check_yolov5_yaml(base, nc, source)
+    dry_run(lambda: parse_model({**copy.deepcopy(base), **({"nc": nc} if nc else {})},
+                                [int(base.get("ch", 3))], source)[0], source, probe_ch=int(base.get("ch", 3)))
+    with guarded_build(source):
+        model = DetectionModel(base, nc=nc, source=source)
     nc = model.yaml["nc"]
     names = names or {i: str(i) for i in range(nc)}
     model.names = dict(names)
@@ -345,18 +371,22 @@ def build_yolov5(base: dict, nc: int | None = None, names=None, source: str = ""
 
 def load_yolov5_pt(path: str | os.PathLike) -> YoloV5Detector:
     """A yolov5 repo ``train.py`` checkpoint (v6+) -> fresh fp32 YoloV5Detector holding its weights."""
-    from .safe_pickle import allow_list_load, yolov5_policy
+    from .safe_pickle import _ema_or_model, allow_list_load, sanitize_module, yolov5_policy
+    from .validate import walk_plain
 
     path = Path(path)
     ckpt = allow_list_load(path, yolov5_policy)
-    src = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else ckpt
+    src = _ema_or_model(ckpt)
     if not isinstance(src, nn.Module):
-        found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        found = sorted(map(str, ckpt))[:20] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: expected a yolov5 checkpoint dict with an 'ema' or 'model' module, found {found}")
-    cfg = getattr(src, "yaml", None) or (ckpt.get("yaml") if isinstance(ckpt, dict) else None)
+    sanitize_module(src, str(path))
+    cfg = src.__dict__.get("yaml") or (ckpt.get("yaml") if isinstance(ckpt, dict) else None)
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: the model has no 'yaml' architecture dict (yolov5 v6+ checkpoints carry one)")
-    names = getattr(src, "names", None) or (ckpt.get("names") if isinstance(ckpt, dict) else None)
+    names = src.__dict__.get("names") or (ckpt.get("names") if isinstance(ckpt, dict) else None)
+    if names is not None:
+        walk_plain(names, str(path), "names")
     # yolov5 < v6 stored the derived anchor_grid as a buffer; it is recomputed from anchors and strides
     state = {k: v for k, v in src.state_dict().items() if not k.endswith(".anchor_grid")}
     det = build_yolov5(cfg, names=names, source=str(path))
