@@ -21,7 +21,7 @@ from torch import nn
 from ..models.spec import CompensatedConv2d, set_module
 from .surgery import removal_sets
 
-MODES = ("exact", "bias", "off")
+MODES = ("exact", "bias", "reconstruct", "off")  # reconstruct: see reconstruct.py
 
 
 @torch.no_grad()
