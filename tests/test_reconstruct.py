@@ -200,3 +200,16 @@ def test_fold_then_reconstruct_keeps_bias_free_convs_bias_free():
     prune_model(det, 0.3, compensate="reconstruct", calib=_images(4, 64), imgsz=64, progress=False)
     after = {n: m.bias is None for n, m in det.named_modules() if isinstance(m, nn.Conv2d)}
     assert before == after
+
+
+def test_label_free_distillation_closes_the_gap(tmp_path):
+    """A pruned student distilled on unlabeled images gets closer to its teacher; no label file exists."""
+    from yolo_prune.train.unlabeled import distill_unlabeled, student_teacher_gap
+    teacher = _randomize_bn(load("yolov5nu.yaml")).eval()
+    student = copy.deepcopy(teacher)
+    prune_model(student, 0.3, criterion="l2", compensate="bias", imgsz=64, verify=False)
+    imgs = _images(4, 64)
+    rep = distill_unlabeled(student, copy.deepcopy(teacher), imgs, epochs=2, batch=4, lr=1e-3, progress=False)
+    assert [h["epoch"] for h in rep["history"]] == [0, 1, 2]
+    assert rep["gap_after"] < 0.8 * rep["gap_before"], rep["history"]
+    assert abs(student_teacher_gap(student, teacher, imgs) - rep["gap_after"]) < 1e-4 * (1 + rep["gap_after"])

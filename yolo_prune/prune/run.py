@@ -55,7 +55,8 @@ def summary_table(report: dict) -> str:
                    f"(vs unpruned, random input {v['input']})")
     if "seconds" in report:
         s = report["seconds"]
-        out.append(f"time: graph {s['graph']:.3f}s, plan {s['plan']:.3f}s, surgery {s['surgery']:.3f}s")
+        out.append(f"time: graph {s['graph']:.3f}s, plan {s['plan']:.3f}s, surgery {s['surgery']:.3f}s"
+                   + (f", reconstruct {s['reconstruct']:.1f}s" if s.get("reconstruct") else ""))
     return "\n".join(out)
 
 
