@@ -39,6 +39,11 @@ def main():
     p.add_argument("--round-to", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-unpruned", action="store_true", help="skip scoring the unpruned model")
+    p.add_argument("--distill", nargs="*", default=["0.8:reconstruct:recon"], metavar="TARGET:COMP:CRIT",
+                   help="rows to follow with label-free distillation on the calibration images")
+    p.add_argument("--distill-epochs", type=int, default=30)
+    p.add_argument("--distill-minutes", type=float, default=8.0)
+    p.add_argument("--distill-lr", type=float, default=2e-4)
     p.add_argument("--out", default="runs/bench/prune_recon")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -74,10 +79,21 @@ def main():
                            rel_err_before=rec["rel_err_before_mean"], rel_err_after=rec["rel_err_after_mean"])
             rows.append(out)
             print({k: v for k, v in out.items() if k != "seconds"}, flush=True)
+            if any(abs(float(d.split(":", 1)[0]) - tm) < 1e-9 and d.split(":", 1)[1] == row for d in a.distill):
+                from yolo_prune.train.unlabeled import distill_unlabeled
+                res = distill_unlabeled(det, copy.deepcopy(base), calib, epochs=a.distill_epochs, batch=16,
+                                        lr=a.distill_lr, max_minutes=a.distill_minutes, progress=False)
+                r = evaluate(det, **ev)
+                rows.append({"row": row + "+distill", "target_macs": tm, "macs_ratio": rep["macs_ratio"],
+                             "mAP50-95": r["mAP50-95"], "mAP50": r["mAP50"], "prune_s": prune_s,
+                             "distill_s": res["seconds"], "distill_epochs": res["epochs"],
+                             "gap": [round(h["gap"], 5) for h in res["history"]]})
+                print(rows[-1], flush=True)
     lines = ["| target MACs | compensation:criterion | MACs ratio | mAP50-95 | prune s (calib+refit) |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['target_macs']:.2f} | {r['row']} | {r['macs_ratio']:.3f} | {r['mAP50-95']:.4f} | "
-              f"{r.get('prune_s', 0):.1f} |" for r in rows]
+              f"{r.get('prune_s', 0):.1f}" + (f" + distill {r['distill_s']:.0f}" if "distill_s" in r else "") + " |"
+              for r in rows]
     text = "\n".join(lines)
     print(text)
     out = Path(a.out)

@@ -107,7 +107,8 @@ def test_refit_reduces_each_layers_error_and_the_output_error():
     assert errs["reconstruct"] < 0.7 * errs["bias"], errs
 
 
-@pytest.mark.parametrize("name", ["yolov5nu.yaml", "yolov8n.yaml", "cfg/yolov4-tiny.cfg"])
+@pytest.mark.parametrize("name", ["yolov5nu.yaml", "yolov8n.yaml",
+                                  pytest.param("cfg/yolov4-tiny.cfg", marks=pytest.mark.slow)])
 def test_couplings_and_head_are_refit(name):
     """concat/split/add (C3, C2f) and darknet routes with groups: the consumers behind them and the head convs
     are refit, widths stay consistent and the model runs at other sizes."""
@@ -202,6 +203,7 @@ def test_fold_then_reconstruct_keeps_bias_free_convs_bias_free():
     assert before == after
 
 
+@pytest.mark.slow
 def test_label_free_distillation_closes_the_gap(tmp_path):
     """A pruned student distilled on unlabeled images gets closer to its teacher; no label file exists."""
     from yolo_prune.train.unlabeled import distill_unlabeled, student_teacher_gap

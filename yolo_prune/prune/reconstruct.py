@@ -89,7 +89,8 @@ def refit_candidates(model: nn.Module, graph) -> list[str]:
         info = graph.conv_info.get(name)
         if info is None or info.calls != 1 or name not in prunable or isinstance(m, CompensatedConv2d):
             continue
-        if isinstance(m, nn.Conv2d) and m.groups == 1 and not m.transposed or isinstance(m, nn.Linear):
+        if isinstance(m, nn.Conv2d) and m.groups == 1 and not m.transposed and not isinstance(m.padding, str) \
+                or isinstance(m, nn.Linear):  # (padding="same"/"valid" convs keep β compensation)
             out.append(name)
     return out
 
