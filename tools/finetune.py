@@ -2,6 +2,10 @@
 
 python tools/finetune.py --weights PRUNED.pt --data D.yaml --epochs E --imgsz S --batch B --out DIR \
     [--teacher ORIG.pt --distill-weight 1.0] [--resume DIR]
+
+Without labels (distil the teacher's head outputs on unlabeled images; writes DIR/distilled.pt + .json):
+python tools/finetune.py --weights PRUNED.pt --teacher ORIG.pt --unlabeled IMAGE_DIR|D.yaml --epochs 10 \
+    --imgsz 320 --batch 16 --out DIR [--unlabeled-images 128] [--max-minutes 15] [--recalibrate-bn]
 """
 import argparse
 import sys
@@ -18,9 +22,27 @@ def main(argv=None):
     add_common_args(p)
     p.add_argument("--teacher", help="unpruned model for output distillation")
     p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 1.0)")
+    p.add_argument("--unlabeled", help="label-free distillation from --teacher on these images (folder, list, or "
+                                       "a data yaml's train split); no label is read")
+    p.add_argument("--unlabeled-images", type=int, default=128, help="--unlabeled: number of images (default 128)")
+    p.add_argument("--max-minutes", type=float, help="--unlabeled: stop after this many minutes")
+    p.add_argument("--recalibrate-bn", action="store_true",
+                   help="--unlabeled: re-estimate BN statistics on the images afterwards (default: keep them)")
     args = p.parse_args(argv)
     if args.resume is None and args.out is None:
         p.error("--out DIR is required (or --resume DIR)")
+    if args.unlabeled is not None:
+        if args.teacher is None or args.weights is None:
+            p.error("--unlabeled needs --weights PRUNED.pt and --teacher ORIG.pt")
+        from yolo_prune.train.unlabeled import distill_unlabeled_checkpoint
+        rep = distill_unlabeled_checkpoint(
+            args.weights, args.teacher, args.unlabeled, Path(args.out) / "distilled.pt", epochs=args.epochs or 10,
+            imgsz=args.imgsz or 320, batch=args.batch or 16, images=args.unlabeled_images,
+            lr=args.lr0 or 2e-4, max_minutes=args.max_minutes, recalibrate_bn=args.recalibrate_bn,
+            seed=args.seed or 0, device=args.device or "cpu")
+        print(f"student-teacher gap {rep['gap_before']:.4f} -> {rep['gap_after']:.4f} after {rep['epochs']} epochs "
+              f"({rep['seconds']:.0f} s); wrote {', '.join(rep['written'])}")
+        return
     overrides = overrides_from_args(args, {"distill_weight": args.distill_weight})
     result = finetune(args.weights, args.data, out_dir=args.out, overrides=overrides, cfg_file=args.cfg,
                       resume_dir=args.resume, teacher=args.teacher)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from yolo_prune.prune.compensate import MODES  # noqa: E402
+from yolo_prune.prune.importance import CRITERIA  # noqa: E402
 from yolo_prune.prune.run import prune_checkpoint, summary_table  # noqa: E402
 
 
@@ -19,16 +21,21 @@ def main(argv=None):
     sel.add_argument("--ratio", type=float, help="fraction of prunable channels to remove (global by default)")
     sel.add_argument("--threshold", type=float, help="remove channels whose score (|gamma| for bn) is below T")
     sel.add_argument("--target-macs", type=float, help="remove channels until MACs <= F x the original")
-    p.add_argument("--criterion", default="bn", choices=["bn", "l1", "l2", "fpgm", "taylor", "random"])
+    p.add_argument("--criterion", default="bn", choices=CRITERIA,
+                   help="channel score; recon: greedy OBS, how well the rest stand in after a refit (needs --calib)")
     p.add_argument("--local", action="store_true", help="apply --ratio per group instead of globally")
     p.add_argument("--round-to", type=int, default=8, help="kept widths are multiples of N (default 8)")
     p.add_argument("--min-keep", type=float, default=0.1, help="keep at least this fraction of every group")
     p.add_argument("--ignore", nargs="*", default=[], help="layer names or globs never to prune")
     p.add_argument("--config", help="prune.yaml: {layers: {glob: ratio | exclude}}")
     p.add_argument("--imgsz", type=int, default=640, help="image size for the MACs/params report")
-    p.add_argument("--compensate", default="bias", choices=["bias", "exact"],
+    p.add_argument("--compensate", default="bias", choices=[m for m in MODES if m != "off"],
                    help="fold removed channels' constant into the next layer's bias/BN mean (bias), or also "
-                        "correct zero-padded borders with a CompensatedConv2d (exact)")
+                        "correct zero-padded borders with a CompensatedConv2d (exact), or refit every consumer "
+                        "by least squares on unlabeled --calib images (reconstruct)")
+    p.add_argument("--calib", help="unlabeled calibration images: data yaml (train split) or image folder/list")
+    p.add_argument("--calib-images", type=int, default=128, help="number of calibration images (default 128)")
+    p.add_argument("--calib-imgsz", type=int, default=320, help="calibration image size (default 320)")
     p.add_argument("--no-compensate", action="store_true", help="drop removed channels without compensation")
     p.add_argument("--mode", default="structured", choices=["structured", "unstructured"])
     p.add_argument("--amount", type=float, help="unstructured mode: fraction of weights to zero")
@@ -44,8 +51,14 @@ def main(argv=None):
         a.weights, a.out, ratio=a.ratio, criterion=a.criterion, local=a.local, threshold=a.threshold,
         target_macs=a.target_macs, round_to=a.round_to, min_keep=a.min_keep, ignore=a.ignore, config=a.config,
         imgsz=a.imgsz, compensate="off" if a.no_compensate else a.compensate, mode=a.mode, amount=a.amount,
-        show_groups=a.show_groups, data=a.data, device=a.device, seed=a.seed)
+        show_groups=a.show_groups, data=a.data, device=a.device, seed=a.seed, calib=a.calib,
+        calib_images=a.calib_images, calib_imgsz=a.calib_imgsz)
     print(summary_table(report))
+    if "reconstruction" in report:
+        r = report["reconstruction"]
+        print(f"reconstruction: {r['refit_layers']} layers refit on {r['images']} images, mean relative error "
+              f"{r['rel_err_before_mean']:.3f} -> {r['rel_err_after_mean']:.3f}"
+              + (f", kept β compensation: {', '.join(r['fallback_layers'])}" if r["fallback_layers"] else ""))
     if a.mode == "unstructured":
         print(f"global sparsity {report['global_sparsity']:.3f} (dense layers, no speed-up expected)")
     for note in report.get("notes", []):

@@ -162,8 +162,11 @@ def _check_values(cfg: dict) -> None:
         raise ValueError(f"pipeline config 'target_macs': expected 0 < F <= 1, found {cfg['target_macs']}")
     if cfg["ratio"] is not None and not 0 < float(cfg["ratio"]) < 1:
         raise ValueError(f"pipeline config 'ratio': expected 0 < r < 1, found {cfg['ratio']}")
-    if cfg["compensate"] not in ("bias", "exact", "off"):
-        raise ValueError(f"pipeline config 'compensate': expected bias, exact or off, found {cfg['compensate']!r}")
+    if cfg["compensate"] not in ("bias", "exact", "reconstruct", "off"):
+        raise ValueError(f"pipeline config 'compensate': expected bias, exact, reconstruct or off, found "
+                         f"{cfg['compensate']!r}")
+    if int(cfg["calib_images"]) < 1:
+        raise ValueError(f"pipeline config 'calib_images': expected >= 1, found {cfg['calib_images']}")
     if not isinstance(cfg["ignore"], list):
         raise ValueError(f"pipeline config 'ignore': expected a list of layer names or globs, found {cfg['ignore']!r}")
     if float(cfg["sr"]) < 0:
@@ -416,6 +419,14 @@ def _removed_channels(before: dict, after_model) -> dict:
     return removed
 
 
+def _calib_args(run: _Run) -> dict:
+    """Unlabeled calibration images for reconstruct / recon: the run's training images (no labels read)."""
+    cfg = run.cfg
+    if cfg["compensate"] != "reconstruct" and cfg["criterion"] != "recon":
+        return {}
+    return {"calib": str(run.data), "calib_images": int(cfg["calib_images"]), "calib_imgsz": cfg["imgsz"]}
+
+
 def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict, dict]:
     from .graph import prunable_bn_names
     from .models import load
@@ -430,7 +441,8 @@ def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict,
     report = prune_checkpoint(str(source), out, ratio=cfg["ratio"], criterion=cfg["criterion"],
                               local=bool(cfg["local"]), threshold=cfg["threshold"], target_macs=cfg["target_macs"],
                               round_to=cfg["round_to"], min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]),
-                              imgsz=cfg["imgsz"], compensate=cfg["compensate"], seed=cfg["seed"])
+                              imgsz=cfg["imgsz"], compensate=cfg["compensate"], seed=cfg["seed"],
+                              **_calib_args(run))
     removed = _removed_channels(gamma_sparse, load(out))
     removed_vals = [gamma_sparse[n][i] for n, idx in removed.items() for i in idx]
     n_channels = sum(len(g) for g in gamma_sparse.values())
@@ -570,6 +582,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
     # 3: prune
     prune_params = {k: cfg[k] for k in ("target_macs", "ratio", "threshold", "criterion", "local", "round_to",
                                         "min_keep", "ignore", "compensate", "imgsz", "seed")}
+    prune_params.update(_calib_args(run))
     folder = out / STAGE_DIRS["prune"]
     target = ["--target-macs", cfg["target_macs"]] if cfg["target_macs"] is not None else \
         ["--ratio", cfg["ratio"]] if cfg["ratio"] is not None else ["--threshold", cfg["threshold"]]
@@ -577,6 +590,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
                         *(["--local"] if cfg["local"] else []), "--round-to", cfg["round_to"], "--min-keep",
                         cfg["min_keep"], *(["--ignore", *cfg["ignore"]] if cfg["ignore"] else []),
                         *(["--no-compensate"] if cfg["compensate"] == "off" else ["--compensate", cfg["compensate"]]),
+                        *[x for k, v in _calib_args(run).items() for x in (f"--{k.replace('_', '-')}", v)],
                         "--imgsz", imgsz, "--seed", cfg["seed"], "--out", folder / "pruned.pt"])
     prune_stage = run.stage("prune", prune_params, [sparse_stage, base_stage], {},
                             lambda f: _prune(run, to_prune, baseline, f), prune_cmd)

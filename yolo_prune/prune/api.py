@@ -47,17 +47,24 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
                 threshold: float | None = None, target_macs: float | None = None, round_to: int = 8,
                 min_keep: float = 0.1, ignore=(), overrides=None, imgsz: int = 640, trace_size: int = 64,
                 compensate: str | bool = "bias", example: torch.Tensor | None = None, grad_fn=None, seed: int = 0,
-                verify: bool = True, profile_size: int | None = None) -> dict:
+                verify: bool = True, profile_size: int | None = None, calib: torch.Tensor | None = None,
+                calib_positions: int = 16384, recon_alpha: float = 1e-3, progress: bool = True) -> dict:
     """Prune ``model`` in place (physically smaller layers) and return a report.
 
     ``grad_fn(model)`` must populate gradients for the ``taylor`` criterion (a few batches of real data).
     ``overrides``: [(glob, ratio or None)] per-layer local ratios / exclusions.
+    ``calib``: (N, 3, H, W) unlabeled images in [0, 1] (``reconstruct.calibration_batch``), needed by
+    ``compensate="reconstruct"`` (least-squares refit of the consumers) and ``criterion="recon"``.
     """
     t0 = time.perf_counter()
     compensate = {True: "bias", False: "off", None: "off"}.get(compensate, compensate)
     if compensate not in MODES:
         raise PlanError(f"compensate: expected one of {', '.join(MODES)}, found {compensate!r}")
     check_selection(ratio, threshold, target_macs, round_to)
+    needs_calib = compensate == "reconstruct" or criterion == "recon"
+    if needs_calib and calib is None:
+        raise PlanError(f"{'compensate reconstruct' if compensate == 'reconstruct' else 'criterion recon'} needs "
+                        "unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
     names = [n for n, _ in model.named_modules() if n]
     ignored = resolve_names(ignore, names, "--ignore")
     if overrides:
@@ -70,7 +77,7 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
     prof_size = profile_size or imgsz
     before = profile(model, prof_size)
     widths_before = layer_widths(model)
-    reference = copy.deepcopy(model) if verify else None
+    reference = copy.deepcopy(model) if verify or needs_calib else None
 
     t_graph = time.perf_counter()
     graph = trace(model, example=example, ignore=ignored)
@@ -80,15 +87,27 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
             raise PlanError("criterion taylor needs gradients from real data: pass --data (grad_fn)")
         model.zero_grad(set_to_none=True)
         grad_fn(model)
+    stats = None
+    if criterion == "recon":
+        from .reconstruct import input_statistics
+        stats = input_statistics(model, graph, calib, calib_positions, seed)
     plan = make_plan(graph, ratio=ratio, criterion=criterion, local=local, threshold=threshold,
-                     target_macs=target_macs, round_to=round_to, min_keep=min_keep, overrides=overrides, seed=seed)
+                     target_macs=target_macs, round_to=round_to, min_keep=min_keep, overrides=overrides, seed=seed,
+                     stats=stats)
     if plan.removed_channels == 0:
         raise PlanError("the plan removes no channel (ratio/threshold too small for the width constraints "
                         f"round_to={round_to}, min_keep={min_keep:.0%})")
     t_surgery = time.perf_counter()
-    if compensate != "off":
-        fold_constants(model, graph, compensation_constants(model, graph, plan, example), mode=compensate)
+    if compensate != "off":  # reconstruct starts from β compensation: it stays where a layer cannot be refit
+        fold_constants(model, graph, compensation_constants(model, graph, plan, example),
+                       mode="bias" if compensate == "reconstruct" else compensate)
     apply_plan(model, graph, plan)
+    t_recon = time.perf_counter()
+    recon = None
+    if compensate == "reconstruct":
+        from .reconstruct import reconstruct
+        recon = reconstruct(model, reference, graph, plan, calib, max_positions=calib_positions, alpha=recon_alpha,
+                            seed=seed, progress=progress)
     t_done = time.perf_counter()
     if criterion == "taylor":
         model.zero_grad(set_to_none=True)
@@ -103,9 +122,18 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
         "params_after": after["params"], "macs_ratio": after["macs"] / before["macs"],
         "widths_before": widths_before, "widths_after": layer_widths(model),
         "not_run_layers": graph.not_run, "fixed_reasons": graph.fixed_reasons,
-        "seconds": {"graph": t_plan - t_graph, "plan": t_surgery - t_plan, "surgery": t_done - t_surgery,
-                    "total": t_done - t0},
+        "seconds": {"graph": t_plan - t_graph, "plan": t_surgery - t_plan, "surgery": t_recon - t_surgery,
+                    "reconstruct": t_done - t_recon, "total": t_done - t0},
     }
+    if recon is not None:
+        fitted = {k: v for k, v in recon["layers"].items() if "rel_err_after" in v}
+        report["reconstruction"] = {
+            "images": recon["images"], "positions_per_layer": recon["positions"], "alpha": recon["alpha"],
+            "refit_layers": len(fitted), "fallback_layers": recon["fallback"],
+            "unchanged_layers": sorted(k for k, v in recon["layers"].items() if "skipped" in v),
+            "rel_err_before_mean": float(sum(v["rel_err_before"] for v in fitted.values()) / max(len(fitted), 1)),
+            "rel_err_after_mean": float(sum(v["rel_err_after"] for v in fitted.values()) / max(len(fitted), 1)),
+            "per_layer": fitted}
     if verify:
         x = torch.rand(1, 3, trace_size * 2, trace_size * 2, generator=g).to(ref_param.device, ref_param.dtype)
         report["verification"] = {"input": list(x.shape),

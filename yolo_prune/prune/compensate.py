@@ -22,7 +22,7 @@ from ..layers import Role, handler_for
 from ..models.spec import CompensatedConv2d, set_module
 from .surgery import removal_sets
 
-MODES = ("exact", "bias", "off")
+MODES = ("exact", "bias", "reconstruct", "off")  # reconstruct: see reconstruct.py
 
 
 @torch.no_grad()

@@ -100,7 +100,8 @@ def check_selection(ratio=None, threshold=None, target_macs=None, round_to=8) ->
 
 def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: str = "bn", local: bool = False,
               threshold: float | None = None, target_macs: float | None = None, round_to: int = 8,
-              min_keep: float = 0.1, overrides: list | None = None, seed: int = 0) -> PruningPlan:
+              min_keep: float = 0.1, overrides: list | None = None, seed: int = 0,
+              stats: dict | None = None) -> PruningPlan:
     """Choose channels to remove.
 
     Exactly one of ``ratio`` (fraction of prunable channels; global unless ``local``), ``threshold`` (remove
@@ -113,8 +114,9 @@ def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: 
                         "ignored layers or ops the tracer cannot follow)")
     modules = dict(graph.model.named_modules())
     rng = np.random.default_rng(seed)
-    scores = [group_scores(g, modules, criterion, rng) for g in graph.groups]
-    if criterion != "bn":  # layer scales differ: compare channels relative to their group's mean
+    scores = [group_scores(g, modules, criterion, rng, stats) for g in graph.groups]
+    if criterion not in ("bn", "recon"):  # layer scales differ: compare channels relative to their group's mean
+        # (recon scores are already relative errors of the consumers)
         scores = [s / (s.mean() + 1e-12) for s in scores]
     floors = [_min_keep(g.width, round_to, min_keep) for g in graph.groups]
     order = [np.argsort(s, kind="stable") for s in scores]

@@ -55,16 +55,20 @@ def summary_table(report: dict) -> str:
                    f"(vs unpruned, random input {v['input']})")
     if "seconds" in report:
         s = report["seconds"]
-        out.append(f"time: graph {s['graph']:.3f}s, plan {s['plan']:.3f}s, surgery {s['surgery']:.3f}s")
+        out.append(f"time: graph {s['graph']:.3f}s, plan {s['plan']:.3f}s, surgery {s['surgery']:.3f}s"
+                   + (f", reconstruct {s['reconstruct']:.1f}s" if s.get("reconstruct") else ""))
     return "\n".join(out)
 
 
 def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, threshold=None, target_macs=None,
                      round_to=8, min_keep=0.1, ignore=(), config=None, imgsz=640, compensate="bias",
                      mode="structured", amount=None, show_groups=False, data=None, device="cpu",
-                     trace_size=64, seed=0) -> dict:
+                     trace_size=64, seed=0, calib=None, calib_images=128, calib_imgsz=320) -> dict:
     """Load ``weights``, prune, and write ``out`` (.pt) plus ``out`` .json. Nothing is written on error.
 
+    ``calib`` (data yaml: its train split, or an image folder / list / file; no labels are read): unlabeled
+    images for ``compensate="reconstruct"`` and ``criterion="recon"``, ``calib_images`` of them letterboxed to
+    ``calib_imgsz``.
     Ultralytics models also get ``<out>.ultralytics.pt`` (opens with ``ultralytics.YOLO``); darknet models get
     ``<out>.cfg`` + ``<out>.weights``.
     """
@@ -100,13 +104,22 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
                 raise PlanError("--criterion taylor needs --data D.yaml (gradients from a few real batches)")
             from .taylor import taylor_grad_fn
             grad_fn = taylor_grad_fn(data, imgsz=min(imgsz, 320))
+        images = None
+        if compensate == "reconstruct" or criterion == "recon":
+            if calib is None:
+                raise PlanError(f"{'--compensate reconstruct' if compensate == 'reconstruct' else '--criterion recon'}"
+                                " needs unlabeled calibration images: --calib DATA_YAML|IMAGE_DIR")
+            from ..eval.infer import model_stride
+            from .reconstruct import calibration_batch
+            images = calibration_batch(calib, calib_images, calib_imgsz, model_stride(det))
         report = prune_model(det, ratio, criterion=criterion, local=local, threshold=threshold,
                              target_macs=target_macs, round_to=round_to, min_keep=min_keep, ignore=ignore,
                              overrides=overrides, imgsz=imgsz, trace_size=trace_size, compensate=compensate,
-                             grad_fn=grad_fn, seed=seed)
+                             grad_fn=grad_fn, seed=seed, calib=images)
     meta = {"source": str(weights), "mode": mode, "criterion": criterion, "ratio": ratio, "threshold": threshold,
             "target_macs": target_macs, "round_to": round_to, "amount": amount,
             "compensate": report.get("compensate"), "imgsz": imgsz,
+            "calib": None if calib is None else {"source": str(calib), "images": calib_images, "imgsz": calib_imgsz},
             "macs_before": report["macs_before"], "macs_after": report["macs_after"],
             "params_before": report["params_before"], "params_after": report["params_after"],
             "versions": versions()}

@@ -1,0 +1,186 @@
+"""Label-free distillation: fine-tune a pruned student to reproduce its unpruned teacher on unlabeled images.
+
+No label is read: the only signal is the teacher's raw head output (``distill.distill_loss``: soft BCE on
+objectness/class probabilities, box regression weighted by the teacher's confidence). Images are letterboxed
+once (``prune.reconstruct.calibration_batch``) and augmented on the fly with what keeps a detector's function
+intact without boxes to move: horizontal flips, random scale/translation (the same warp feeds student and
+teacher, so the target moves with the image) and brightness/contrast jitter.
+
+BN statistics are frozen while training (``teacher_mode``-style: train-mode head outputs, running statistics
+used and not updated): a few hundred images estimate them worse than the full training set did, and a student
+that starts from a reconstruction already matches the teacher's pre-BN statistics. ``recalibrate_bn=True``
+re-estimates them on the un-augmented images after training, for students far from their teacher.
+
+Each epoch reports the student-teacher gap: the distillation loss per image on the un-augmented images.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .distill import distill_loss, teacher_mode
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, scale: float = 0.25, translate: float = 0.1,
+             jitter: float = 0.2) -> torch.Tensor:
+    """Random hflip + scale/translate (affine warp, gray 114 border) + brightness/contrast, per image."""
+    b = x.shape[0]
+    flip = torch.rand(b, generator=gen) < 0.5
+    s = 1 + (torch.rand(b, generator=gen) * 2 - 1) * scale
+    t = (torch.rand(b, 2, generator=gen) * 2 - 1) * translate * 2
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = torch.where(flip, -1.0, 1.0) / s
+    theta[:, 1, 1] = 1 / s
+    theta[:, :, 2] = t
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    pad = 114 / 255
+    out = F.grid_sample(x - pad, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + pad
+    gain = 1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * jitter
+    bias = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * jitter / 2
+    return ((out - 0.5) * gain + 0.5 + bias).clamp(0, 1).to(x)
+
+
+def _raw(model: nn.Module, x: torch.Tensor):
+    """Raw head outputs: train-mode forward with frozen BN statistics."""
+    return model(x)
+
+
+def _freeze_bn(model: nn.Module) -> None:
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+@torch.no_grad()
+def student_teacher_gap(student: nn.Module, teacher: nn.Module, images: torch.Tensor, batch: int = 16) -> float:
+    """Distillation loss per image on un-augmented ``images`` (0 when the student is a copy of the teacher)."""
+    modes = {m: m.training for net in (student, teacher) for m in net.modules()}
+    _freeze_bn(student)
+    _freeze_bn(teacher)
+    total = 0.0
+    try:
+        for s in range(0, len(images), batch):
+            x = images[s:s + batch]
+            total += float(distill_loss(_raw(student, x), _raw(teacher, x)))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return total / len(images)
+
+
+def distill_unlabeled(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, epochs: int = 10,
+                      batch: int = 16, lr: float = 2e-4, weight_decay: float = 0.0, max_minutes: float | None = None,
+                      recalibrate_bn: bool = False, seed: int = 0, progress: bool = True) -> dict:
+    """Fine-tune ``student`` in place toward ``teacher`` on unlabeled ``images`` ((N, 3, H, W) in [0, 1]).
+
+    AdamW with a cosine schedule; stops early after ``max_minutes``. Returns {"history": [{epoch, gap, loss,
+    seconds}], "gap_before", "gap_after", ...}.
+    """
+    if images.dim() != 4 or images.shape[1] != 3 or len(images) == 0:
+        raise ValueError(f"unlabeled images: expected (N, 3, H, W) with N >= 1, found {tuple(images.shape)}")
+    if epochs < 1 or batch < 1:
+        raise ValueError(f"distill_unlabeled: epochs and batch must be >= 1, found {epochs}, {batch}")
+    device = next(student.parameters()).device
+    images = images.to(device)
+    teacher = teacher_mode(teacher.to(device))
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in student.parameters() if p.is_floating_point()]
+    flags = [p.requires_grad for p in params]
+    for p in params:  # stripped checkpoints may have requires_grad False
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(len(images) / batch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    t0 = time.time()
+    history = [{"epoch": 0, "gap": student_teacher_gap(student, teacher, images, batch), "seconds": 0.0}]
+    was = student.training
+    try:
+        for epoch in range(1, epochs + 1):
+            _freeze_bn(student)
+            order = torch.randperm(len(images), generator=gen)
+            run_loss, seen = 0.0, 0
+            bar = tqdm(range(0, len(images), batch), desc=f"distill {epoch}/{epochs}", disable=not progress,
+                       leave=False)
+            for s in bar:
+                x = _augment(images[order[s:s + batch]], gen)
+                with torch.no_grad():
+                    t_raw = _raw(teacher, x)
+                loss = distill_loss(_raw(student, x), t_raw)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 10.0)
+                opt.step()
+                sched.step()
+                run_loss += float(loss.detach())
+                seen += len(x)
+                bar.set_postfix(loss=f"{run_loss / seen:.4f}")
+            history.append({"epoch": epoch, "loss": run_loss / seen,
+                            "gap": student_teacher_gap(student, teacher, images, batch), "seconds": time.time() - t0})
+            if progress:
+                print(f"distill epoch {epoch}/{epochs}: train loss {run_loss / seen:.4f}, "
+                      f"student-teacher gap {history[-1]['gap']:.4f} (start {history[0]['gap']:.4f})", flush=True)
+            if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
+                break
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+        student.train(was)
+    if recalibrate_bn:
+        from .bn import recalibrate_bn as recal
+        recal(student, (images[s:s + batch] for s in range(0, len(images), batch)))
+        history.append({"epoch": "bn", "gap": student_teacher_gap(student, teacher, images, batch),
+                        "seconds": time.time() - t0})
+    student.eval()
+    return {"history": history, "gap_before": history[0]["gap"], "gap_after": history[-1]["gap"],
+            "epochs": len([h for h in history if isinstance(h["epoch"], int)]) - 1, "images": len(images),
+            "seconds": time.time() - t0}
+
+
+def distill_unlabeled_checkpoint(weights, teacher, unlabeled, out, *, epochs: int = 10, imgsz: int = 320,
+                                 batch: int = 16, images: int | None = 128, lr: float = 2e-4,
+                                 max_minutes: float | None = None, recalibrate_bn: bool = False, seed: int = 0,
+                                 device="cpu") -> dict:
+    """Load a pruned checkpoint and its teacher, distil on ``unlabeled`` (data yaml train split or image folder),
+    write ``out`` (.pt, + the family's native files) and ``out``.json. Nothing is written on error."""
+    from ..io import atomic_write_json
+    from ..models import load
+    from ..models.checkpoint import save
+    from ..prune.reconstruct import calibration_batch
+    from ..versions import versions
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise ValueError(f"--out: expected a .pt path, found {out}")
+    student, teach = load(weights, device=device), load(teacher, device=device)
+    if teach.nc != student.nc:
+        raise ValueError(f"{teacher}: teacher has {teach.nc} classes, the student {student.nc}")
+    from ..eval.infer import model_stride
+    data = calibration_batch(unlabeled, images, imgsz, model_stride(student))
+    torch.manual_seed(seed)
+    result = distill_unlabeled(student, teach, data, epochs=epochs, batch=batch, lr=lr, max_minutes=max_minutes,
+                               recalibrate_bn=recalibrate_bn, seed=seed)
+    meta = {"source": str(weights), "teacher": str(teacher), "unlabeled": str(unlabeled), "imgsz": imgsz,
+            "stage": "distill_unlabeled", "versions": versions()}
+    written = [save(student, out, meta=meta)]
+    try:
+        if student.family == "ultralytics":
+            from ..models.ultralytics import save_ultralytics_pt
+            written.append(save_ultralytics_pt(student, out.with_suffix(".ultralytics.pt")) or
+                           out.with_suffix(".ultralytics.pt"))
+        elif student.family == "darknet":
+            from ..models.darknet import write_cfg, write_weights
+            written += [write_cfg(student, out.with_suffix(".cfg")), write_weights(student, out.with_suffix(".weights"))]
+        report = {"weights": str(weights), "teacher": str(teacher), "out": str(out), **result, "meta": meta,
+                  "written": [str(p) for p in written]}
+        atomic_write_json(out.with_suffix(".json"), report)
+    except BaseException:
+        for p in written:
+            Path(p).unlink(missing_ok=True)
+        raise
+    return report
