@@ -23,7 +23,7 @@ def main(argv=None):
         p.error("--out DIR is required (or --resume DIR)")
     overrides = overrides_from_args(args, {"distill_weight": args.distill_weight})
     result = finetune(args.weights, args.data, out_dir=args.out, overrides=overrides, cfg_file=args.cfg,
-                      resume_dir=args.resume, teacher=args.teacher)
+                      resume_dir=args.resume, teacher=args.teacher, nc=args.nc)
     print_summary(result)
 
 

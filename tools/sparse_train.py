@@ -34,7 +34,7 @@ def main(argv=None):
     if args.resume is None and args.out is None:
         p.error("--out DIR is required (or --resume DIR)")
     result = sparse_train(args.weights, args.data, out_dir=args.out, overrides=overrides, cfg_file=args.cfg,
-                          resume_dir=args.resume, teacher=args.teacher)
+                          resume_dir=args.resume, teacher=args.teacher, nc=args.nc)
     if result.get("gamma"):
         print("γ share: " + ", ".join(f"{k} {v:.1%}" for k, v in result["gamma"].items()))
     print_summary(result)
