@@ -195,10 +195,10 @@ def _boxes(ann: VocAnnotation, w: int, h: int, cls_of: dict, difficult: str, pro
             reason, detail = "missing class name", ""
         elif o.box is None:
             reason, detail = "missing or non-numeric bndbox", ""
-        elif o.name not in cls_of:
-            reason, detail = "unknown class", f" {o.name!r}"
         elif o.difficult and difficult != "keep":
             reason, detail = "difficult", ""
+        elif o.name not in cls_of:
+            reason, detail = "unknown class", f" {o.name!r}"
         else:
             reason = detail = None
         if reason is None:

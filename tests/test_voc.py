@@ -1,0 +1,149 @@
+"""Pascal VOC input (yolo_prune.data.voc, tools/voc2yolo.py, --data VOC_ROOT): boxes, defects, hostile XML."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from yolo_prune.data.sources import load_data_yaml
+from yolo_prune.data.voc import VocError, convert_voc, voc_data_yaml
+
+
+def _xml(name, w, h, objects, size=True):
+    objs = "".join(
+        f"<object><name>{o[0]}</name><difficult>{int(o[2]) if len(o) > 2 else 0}</difficult>"
+        + ("" if o[1] is None else "<bndbox>" + "".join(f"<{k}>{v}</{k}>" for k, v in
+                                                         zip(("xmin", "ymin", "xmax", "ymax"), o[1])) + "</bndbox>")
+        + "</object>" for o in objects)
+    sz = f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>" if size else ""
+    return f"<annotation><filename>{name}.jpg</filename>{sz}{objs}</annotation>"
+
+
+def make_voc(root: Path, images: dict, splits: dict, w=96, h=64) -> Path:
+    """images: {id: (objects, size_in_xml)}; objects: (name, (xmin, ymin, xmax, ymax) or None, difficult)."""
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for image_id, (objects, size) in images.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{image_id}.jpg")
+        (root / "Annotations" / f"{image_id}.xml").write_text(_xml(image_id, w, h, objects, size))
+    for split, ids in splits.items():
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+def _defect_voc(tmp_path):
+    return make_voc(tmp_path / "voc", {
+        "a": ([("cat", (11, 21, 50, 60)), ("dog", (1, 1, 96, 64))], True),  # whole image: edges 0..96, 0..64
+        "b": ([("cat", (40, 10, 30, 20)),   # inverted
+               ("cat", (5, 5, 5, 30)),      # zero area
+               ("dog", (200, 200, 300, 300)),  # outside the image
+               ("dog", (-20, 10, 40, 30)),  # clipped
+               ("bird", (10, 10, 20, 20), 1),  # difficult
+               ("cat", None)], True),       # no bndbox
+        "c": ([("dog", (10, 10, 30, 30))], False),  # no <size>
+    }, {"trainval": ["a", "b"], "test": ["c"], "train": ["a"], "val": ["b"]})
+
+
+def test_boxes_defects_and_outputs(tmp_path):
+    rep = convert_voc(_defect_voc(tmp_path), tmp_path / "out", progress=False)
+    assert rep["train"] == "trainval" and rep["val"] == "test"  # defaults when a test list exists
+    assert rep["names"] == ["cat", "dog"]  # "bird" only appears as difficult (skipped): not a class
+    assert rep["counts"] == {"clipped": 1, "difficult": 1, "inverted box": 1, "kept": 4, "missing or non-numeric "
+                             "bndbox": 1, "outside the image": 1, "size missing": 1, "zero area": 1}
+    files = rep["files"]
+    assert sorted(files) == ["Annotations/b.xml", "Annotations/c.xml"]
+    assert any("inverted box (xmin 40 xmax 30" in m for m in files["Annotations/b.xml"])
+    assert any("zero area" in m for m in files["Annotations/b.xml"])
+    assert any("<size> missing" in m for m in files["Annotations/c.xml"])
+    out = tmp_path / "out"
+    rows = [list(map(float, ln.split())) for ln in (out / "labels/trainval/a.txt").read_text().splitlines()]
+    # VOC 1-based pixel indices: xmin 11..xmax 50 covers edges 10..50
+    assert np.allclose(rows[0], [0, 30 / 96, 40 / 64, 40 / 96, 40 / 64], atol=1e-6)
+    assert np.allclose(rows[1], [1, 0.5, 0.5, 1, 1], atol=1e-6)
+    clipped = [list(map(float, ln.split())) for ln in (out / "labels/trainval/b.txt").read_text().splitlines()]
+    assert np.allclose(clipped, [[1, 20 / 96, 19.5 / 64, 40 / 96, 21 / 64]], atol=1e-6)  # x 0..40, y 9..30
+    d = load_data_yaml(out / "data.yaml")
+    assert d["names"] == {0: "cat", 1: "dog"} and Path(d["val"][0]).name == "test"
+    coco = json.loads((out / "annotations/instances_test.json").read_text())
+    assert coco["annotations"][0]["bbox"] == [9.0, 9.0, 21.0, 21.0]
+    assert (out / "images/trainval/a.jpg").resolve() == (tmp_path / "voc/JPEGImages/a.jpg").resolve()
+    # given names: an unknown class is counted; difficult kept on request
+    rep = convert_voc(tmp_path / "voc", tmp_path / "out", names=["dog", "bird"], difficult="keep", train="train",
+                      val="val", progress=False)
+    assert rep["counts"]["unknown class"] == 3 and "difficult" not in rep["counts"]
+    assert any("unknown class 'cat'" in m for m in rep["files"]["Annotations/a.xml"])
+
+
+@pytest.mark.parametrize("payload,what", [
+    ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
+     "<annotation><name>&lol2;</name></annotation>", "DOCTYPE"),
+    ('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><annotation>&xxe;</annotation>',
+     "DOCTYPE"),
+    ("<annotation><object>", "not well-formed"),
+    ("<html/>", "expected <annotation>"),
+])
+def test_hostile_xml_refused(tmp_path, payload, what):
+    root = make_voc(tmp_path / "voc", {"a": ([("cat", (1, 1, 5, 5))], True)}, {"train": ["a"], "val": ["a"]})
+    (root / "Annotations" / "a.xml").write_text(payload)
+    with pytest.raises(VocError, match=f"a.xml: .*{what}"):
+        convert_voc(root, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_bounds_and_path_ids(tmp_path, monkeypatch):
+    import yolo_prune.data.voc as voc
+
+    root = make_voc(tmp_path / "voc", {"a": ([("cat", (1, 1, 5, 5))] * 3, True)}, {"train": ["a"], "val": ["a"]})
+    monkeypatch.setattr(voc, "MAX_OBJECTS", 2)
+    with pytest.raises(VocError, match="3 objects, more than the 2"):
+        convert_voc(root, tmp_path / "out", progress=False)
+    monkeypatch.setattr(voc, "MAX_XML_BYTES", 10)
+    with pytest.raises(VocError, match="more than the 10"):
+        convert_voc(root, tmp_path / "out", progress=False)
+    monkeypatch.setattr(voc, "MAX_XML_BYTES", 1 << 20)
+    monkeypatch.setattr(voc, "MAX_OBJECTS", 5000)
+    (root / "ImageSets/Main/train.txt").write_text("../../etc/passwd\n")
+    with pytest.raises(VocError, match="train.txt: line 1: image id expected a plain file name"):
+        convert_voc(root, tmp_path / "out", progress=False)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("x")
+    (root / "ImageSets/Main/train.txt").write_text("a\n")
+    with pytest.raises(VocError, match="not an earlier VOC conversion"):
+        convert_voc(root, tmp_path / "busy", progress=False)
+
+
+def test_data_accepts_a_voc_root_cached_and_deterministic(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_PRUNE_CACHE", str(tmp_path / "cache"))
+    root = _defect_voc(tmp_path)
+    first = voc_data_yaml(root, verbose=False)
+    mtime = first.stat().st_mtime_ns
+    d = load_data_yaml(root)  # the data-yaml parser takes the folder itself
+    assert d["yaml_file"] == first and first.stat().st_mtime_ns == mtime  # reused, not redone
+    assert d["names"] == {0: "cat", 1: "dog"}
+    (root / "ImageSets/Main/test.txt").write_text("c\na\n")  # the VOC folder changed: a new conversion
+    assert voc_data_yaml(root, verbose=False) != first
+    with pytest.raises(FileNotFoundError, match="must be a Pascal VOC root"):
+        load_data_yaml(tmp_path / "cache")
+
+
+def test_voc2yolo_cli(tmp_path, capsys):
+    from tools.voc2yolo import main
+
+    assert main([str(_defect_voc(tmp_path)), "--out", str(tmp_path / "o"), "--train", "train", "--val", "val"]) == 0
+    text = capsys.readouterr().out
+    assert "train: 1 images, 2 boxes" in text and "1 inverted box" in text and "Annotations/b.xml: object 1" in text
+    assert main([str(tmp_path), "--out", str(tmp_path / "o2")]) == 2
+    assert "not a VOC folder" in capsys.readouterr().err
+
+
+def test_bccd_defects_found(shared, tmp_path):
+    root = shared / "bccd"
+    if not (root / "Annotations").is_dir():
+        pytest.skip(f"{root} missing")
+    rep = convert_voc(root, tmp_path / "bccd", progress=False)
+    assert rep["names"] == ["Platelets", "RBC", "WBC"]
+    assert rep["splits"] == {"trainval": {"images": 292, "boxes": 3941}, "test": {"images": 72, "boxes": 945}}
+    assert rep["counts"] == {"kept": 4886, "zero area": 2}
+    assert sorted(rep["files"]) == ["Annotations/BloodImage_00338.xml", "Annotations/BloodImage_00343.xml"]
