@@ -147,3 +147,65 @@ def test_bccd_defects_found(shared, tmp_path):
     assert rep["splits"] == {"trainval": {"images": 292, "boxes": 3941}, "test": {"images": 72, "boxes": 945}}
     assert rep["counts"] == {"kept": 4886, "zero area": 2}
     assert sorted(rep["files"]) == ["Annotations/BloodImage_00338.xml", "Annotations/BloodImage_00343.xml"]
+
+
+def test_auto_defaults_rule():
+    from yolo_prune.pipeline import load_defaults, resolve_config
+    from yolo_prune.pipeline_defaults import resolve_auto
+
+    cfg = resolve_config(None, {})  # the demo: no weights, auto keeps what the demo was measured with
+    demo, _ = resolve_auto(cfg, 384, load_defaults())
+    assert (demo["epochs_sparse"], demo["epochs_finetune"], demo["sparsity"], demo["sr"]) == (2, 5, "l1", 0.001)
+    cfg["weights"] = "w.pt"  # a trained model (the file is not read here)
+    for n_train, split in ((292, (2, 2)), (128, (4, 5)), (20, (15, 15)), (50_000, (2, 2))):
+        auto, notes = resolve_auto(cfg, n_train, load_defaults())
+        assert (auto["epochs_sparse"], auto["epochs_finetune"]) == split
+        assert auto["plain_arm_epochs"] == sum(split)
+    assert (auto["sparsity"], auto["sr"], auto["target_start"], auto["target_zero_at"]) == ("targeted", 0.0, 0, 1.0)
+    assert auto["finetune_train"]["optimizer"] == "SGD" and auto["sparse_train"]["bn_recalibrate"] == 16
+    assert any("targeted" in n for n in notes)
+    mine = resolve_config(None, {"train.lr0": 0.0005, "finetune_train.momentum": 0.9})  # the user's settings win
+    mine["weights"] = "w.pt"
+    mine, _ = resolve_auto(mine, 292, load_defaults())
+    assert "lr0" not in mine["sparse_train"] and mine["finetune_train"]["momentum"] == 0.9
+
+
+def test_verdict_against_the_plain_arm():
+    from yolo_prune.export.report import _against_plain_arm
+
+    rows = [{"stage": "baseline", "mAP50-95": 0.5}, {"stage": "sparse", "mAP50-95": 0.45},
+            {"stage": "pruned", "mAP50-95": 0.45}, {"stage": "fine-tuned", "mAP50-95": 0.47}]
+    numbers = {}
+    text, warning = _against_plain_arm("V.", None, numbers, rows, {"plain": {"mAP50-95": 0.5, "epochs": 4}})
+    assert "plain fine-tune of the baseline (4 epochs, mAP50-95 0.5000): 94.0%" in text
+    assert "the cut was (nearly) free" in warning and numbers["vs_plain_arm"] == pytest.approx(0.94)
+    rows[2]["mAP50-95"] = 0.1
+    _, warning = _against_plain_arm("V.", None, {}, rows, {"plain": {"mAP50-95": 0.5}})
+    assert "the cut itself cost 0.3500" in warning
+    text, warning = _against_plain_arm("V.", None, {}, rows, {"plain": None})
+    assert "No same-budget plain fine-tune arm was run" in text and warning is None
+
+
+@pytest.mark.slow  # a whole pipeline with a transfer and a plain arm at 64 px: about a minute on 2 cores
+def test_pipeline_on_a_voc_folder_with_another_class_count(tmp_path, monkeypatch):
+    from yolo_prune.models import checkpoint, load
+    from yolo_prune.pipeline import resolve_config, run_pipeline
+
+    monkeypatch.setenv("YOLO_PRUNE_CACHE", str(tmp_path / "cache"))
+    objs = [("cat", (5, 5, 40, 40)), ("dog", (50, 20, 90, 60))]
+    root = make_voc(tmp_path / "voc", {f"im{i}": (objs, True) for i in range(6)},
+                    {"trainval": [f"im{i}" for i in range(4)], "test": ["im4", "im5"]})
+    checkpoint.save(load("yolov8n.yaml", nc=80), tmp_path / "coco.pt")
+    cfg = resolve_config(None, {"weights": str(tmp_path / "coco.pt"), "data": str(root), "imgsz": 64, "batch": 2,
+                                "eval_batch": 2, "epochs_sparse": 1, "epochs_finetune": 1, "plain_arm": "train",
+                                "bench_runs": 2, "bench_warmup": 1, "bench_backends": ["ort-cpu"],
+                                "train.workers": 0, "train.close_mosaic": 0, "out": str(tmp_path / "run")})
+    res = run_pipeline(cfg, progress=False)
+    stages = res["stages"]
+    assert "transferred 349/355 tensors, new head for 2 classes" in stages["transfer"]["result"]["summary"]
+    assert stages["plain"]["result"]["epochs"] == 2  # same budget as sparse + fine-tune
+    rep = res["report"]
+    assert [r["stage"] for r in rep["rows"]][:2] == ["baseline", "plain arm (a)"]
+    assert "Against the same-budget plain fine-tune" in rep["verdict"] and "new, untrained head" in rep["verdict"]
+    assert rep["config"]["sparsity"] == "targeted" and rep["config"]["sr"] == 0.0
+    assert load(tmp_path / "run" / "5_finetune" / "best.pt").names == {0: "cat", 1: "dog"}

@@ -184,7 +184,7 @@ def _check_values(cfg: dict) -> None:
     if cfg["plain_arm"] not in (None, "train") and not Path(str(cfg["plain_arm"])).is_file():
         raise FileNotFoundError(f"pipeline config 'plain_arm': expected null, train or a model file, found "
                                 f"{cfg['plain_arm']!r} (no such file)")
-    if cfg["sparsity"] == "targeted" and not is_auto(cfg["epochs_sparse"]) and cfg["epochs_sparse"] > 0:
+    if cfg["sparsity"] == "targeted" and (is_auto(cfg["epochs_sparse"]) or cfg["epochs_sparse"] > 0):
         if cfg["target_macs"] is None:
             raise ValueError("pipeline config 'sparsity': targeted fades the channels a target_macs cut removes; "
                              f"set target_macs, or sparsity: l1 (found ratio={cfg['ratio']}, "
