@@ -406,7 +406,8 @@ def voc_data_yaml(root, cache_dir=None, train: str | None = None, val: str | Non
     _check_root(root)
     d_train, d_val = default_splits(root)
     train, val = train or d_train, val or d_val
-    out = Path(cache_dir or default_cache_dir()) / f"{root.resolve().name}-{_fingerprint(root, train, val, names, difficult)}"
+    key = _fingerprint(root, train, val, names, difficult)
+    out = Path(cache_dir or default_cache_dir()) / f"{root.resolve().name}-{key}"
     if (out / "data.yaml").is_file() and (out / "voc_report.json").is_file():
         return out / "data.yaml"
     report = convert_voc(root, out, train=train, val=val, names=names, difficult=difficult, progress=verbose)
