@@ -199,7 +199,10 @@ def test_pipeline_on_a_voc_folder_with_another_class_count(tmp_path, monkeypatch
     cfg = resolve_config(None, {"weights": str(tmp_path / "coco.pt"), "data": str(root), "imgsz": 64, "batch": 2,
                                 "eval_batch": 2, "epochs_sparse": 1, "epochs_finetune": 1, "plain_arm": "train",
                                 "bench_runs": 2, "bench_warmup": 1, "bench_backends": ["ort-cpu"],
-                                "train.workers": 0, "train.close_mosaic": 0, "out": str(tmp_path / "run")})
+                                "train.workers": 0, "train.close_mosaic": 0, "out": str(tmp_path / "run"),
+                                # BN statistics of 4 tiny images make this untrained model too steep for the
+                                # ONNX check's tolerance
+                                "sparse_train.bn_recalibrate": 0, "finetune_train.bn_recalibrate": 0})
     res = run_pipeline(cfg, progress=False)
     stages = res["stages"]
     assert "transferred 349/355 tensors, new head for 2 classes" in stages["transfer"]["result"]["summary"]
@@ -207,5 +210,6 @@ def test_pipeline_on_a_voc_folder_with_another_class_count(tmp_path, monkeypatch
     rep = res["report"]
     assert [r["stage"] for r in rep["rows"]][:2] == ["baseline", "plain arm (a)"]
     assert "Against the same-budget plain fine-tune" in rep["verdict"] and "new, untrained head" in rep["verdict"]
+    assert rep["warning"] is None or "baseline mAP50-95 is 0" not in rep["warning"]
     assert rep["config"]["sparsity"] == "targeted" and rep["config"]["sr"] == 0.0
     assert load(tmp_path / "run" / "5_finetune" / "best.pt").names == {0: "cat", 1: "dog"}

@@ -228,6 +228,8 @@ def _against_plain_arm(text: str, warning: str | None, numbers: dict, rows: list
     final, plain, transfer = rows[-1], data.get("plain"), data.get("transfer")
     notes = []
     if transfer:
+        if warning and warning.startswith("The baseline mAP50-95 is 0"):
+            warning = None  # expected of a new head: the note below says what the reference is
         notes.append(f"The baseline is the input model with a new, untrained head for {transfer['nc']} classes "
                      f"({transfer['summary']}), so its mAP is no reference; the plain arm is.")
     if plain:
