@@ -2,6 +2,9 @@
 
 python tools/finetune.py --weights PRUNED.pt --data D.yaml --epochs E --imgsz S --batch B --out DIR \
     [--teacher ORIG.pt --distill-weight 1.0] [--resume DIR]
+--nc auto (default: the data's class count) or N: a model with another class count keeps every matching
+tensor and gets a new class head ("transferred 343/349 tensors, new head for 3 classes"). --data also takes
+a Pascal VOC folder.
 """
 import argparse
 import sys
