@@ -41,6 +41,8 @@ def main():
     p.add_argument("--m0-epochs", type=int, default=8)
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--target-macs", type=float, default=0.5)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="pipeline overrides (cfg/pipeline.yaml keys, dotted for training sections); none = defaults")
     p.add_argument("--out", default="runs/bench/bccd")
     a = p.parse_args()
     out = Path(a.out)
@@ -50,8 +52,11 @@ def main():
 
     from yolo_prune.pipeline import resolve_config, run_pipeline
 
+    import yaml
+
+    extra = {k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in a.set)}
     cfg = resolve_config(None, {"weights": str(m0), "data": a.data, "target_macs": a.target_macs,
-                                "imgsz": a.imgsz, "plain_arm": "train", "out": str(out / "pipeline")})
+                                "imgsz": a.imgsz, "plain_arm": "train", "out": str(out / "pipeline"), **extra})
     res = run_pipeline(cfg)
     rep = res["report"]
     rows = {r["stage"]: r for r in rep["rows"]}
