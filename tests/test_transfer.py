@@ -126,6 +126,7 @@ def test_nc_flag_transfers_a_checkpoint_and_refuses_too_few(tmp_path, capsys):
 
     five = _load_model(tmp_path / "coco.pt", syn, nc=5)  # more classes than the data: extra names are generic
     assert five.names == {**load_names(syn), 3: "class3", 4: "class4"}
+    assert _load_model("yolov8n.yaml", syn, nc=5).names == five.names  # built from a yaml: the same names
 
 
 def load_names(data):

@@ -34,7 +34,9 @@ def _load_model(weights, data, nc="auto"):
     suffix = Path(str(weights)).suffix.lower()
     fresh = suffix in {".yaml", ".yml", ".cfg"}  # built from scratch: takes the class count directly
     det = load(weights, nc=n if fresh else None)
-    if det.nc != n:  # same class count: the loop adopts the data's names (and says so)
+    if fresh:
+        set_num_classes(det, n, names)  # same class count: only the names (incl. the extra "class<i>" of --nc N)
+    elif det.nc != n:  # same class count: the loop adopts the data's names (and says so)
         print(f"{weights}: {set_num_classes(det, n, names)['summary']}", flush=True)
     return det
 
