@@ -287,7 +287,7 @@ def _convert_split(root, split, ids, anns, cls_of, difficult, out, mode, report,
 
 
 def convert_voc(root, out, train: str | None = None, val: str | None = None, names: list[str] | None = None,
-                difficult: str = "skip", mode: str = "symlink", progress: bool = True) -> dict:
+                difficult: str = "skip", mode: str = "symlink", progress: bool = True, replace: bool = True) -> dict:
     """Convert the VOC folder ``root`` (splits ``train`` / ``val`` of ImageSets/Main; default trainval/test when
     a test list exists, else train/val) into a YOLO dataset in ``out``. ``names``: the class list in index order
     (default: every class the annotations use, sorted). ``mode``: symlink (default) or copy the images.
@@ -295,7 +295,8 @@ def convert_voc(root, out, train: str | None = None, val: str | None = None, nam
     Returns the report: {"data" (yaml path), "names", "splits" {split: {images, boxes}}, "counts" {reason: n},
     "files" {annotation: [problems]}}; it is also written to ``out/voc_report.json``. ``out`` is built in a
     temporary sibling folder and renamed into place, so it is never half-written; an existing ``out`` is only
-    replaced when it holds an earlier conversion (``voc_report.json``).
+    replaced when it holds an earlier conversion (``voc_report.json``); with ``replace=False`` an ``out`` that
+    appeared meanwhile (the same conversion by a concurrent process) is kept and ours discarded.
     """
     root, out = Path(root), Path(out)
     _check_root(root)
@@ -353,9 +354,17 @@ def convert_voc(root, out, train: str | None = None, val: str | None = None, nam
                   "difficult": difficult, "splits": stats, "counts": dict(sorted(counts.items())),
                   "files": dict(sorted(files.items()))}
         (tmp / "voc_report.json").write_text(json.dumps(report, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        if out.exists() and not replace:  # a concurrent process (another DDP rank) finished the same conversion
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            try:
+                os.replace(tmp, out)
+            except OSError:
+                if replace or not (out / "data.yaml").is_file():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # lost the race to an identical conversion
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -410,7 +419,8 @@ def voc_data_yaml(root, cache_dir=None, train: str | None = None, val: str | Non
     out = Path(cache_dir or default_cache_dir()) / f"{root.resolve().name}-{key}"
     if (out / "data.yaml").is_file() and (out / "voc_report.json").is_file():
         return out / "data.yaml"
-    report = convert_voc(root, out, train=train, val=val, names=names, difficult=difficult, progress=verbose)
+    report = convert_voc(root, out, train=train, val=val, names=names, difficult=difficult, progress=verbose,
+                         replace=False)
     if verbose:
         print(summary(report, max_files=10), flush=True)
     return out / "data.yaml"
