@@ -18,7 +18,8 @@ demo was measured with (2 sparse + 5 fine-tune epochs, plain L1). With ``weights
   running statistics lagging a fade, coco128 evaluated at 0.071 instead of 0.213 after one sparse epoch.
 * SGD with the yolov5 hyperparameters evolved for fine-tuning a pretrained yolov5 on VOC (data/hyps/hyp.VOC.yaml:
   lr0 0.00334, lrf 0.15, momentum 0.75, weight decay 0.00025), one step per batch. The from-scratch AdamW rule
-  (lr0 0.002 * 5 / (4 + nc) = 0.00143 for 3 classes) took a BCCD-trained yolov5n to 0.05 mAP after one epoch.
+  (lr0 0.002 * 5 / (4 + nc) = 0.00143 for 3 classes) took a BCCD-trained yolov5n to 0.05 mAP after one epoch
+  (as issue 11 reports it; not re-measured here).
 * no distillation: it costs a teacher forward per batch (about a third more CPU time) and was not what limited
   any run measured here.
 """
