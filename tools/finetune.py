@@ -6,6 +6,10 @@ python tools/finetune.py --weights PRUNED.pt --data D.yaml --epochs E --imgsz S 
 Without labels (distil the teacher's head outputs on unlabeled images; writes DIR/distilled.pt + .json):
 python tools/finetune.py --weights PRUNED.pt --teacher ORIG.pt --unlabeled IMAGE_DIR|D.yaml --epochs 10 \
     --imgsz 320 --batch 16 --out DIR [--unlabeled-images 128] [--max-minutes 15] [--recalibrate-bn]
+
+--nc auto (default: the data's class count) or N: a model with another class count keeps every matching
+tensor and gets a new class head ("transferred 343/349 tensors, new head for 3 classes"). --data also takes
+a Pascal VOC folder.
 """
 import argparse
 import sys
@@ -45,7 +49,7 @@ def main(argv=None):
         return
     overrides = overrides_from_args(args, {"distill_weight": args.distill_weight})
     result = finetune(args.weights, args.data, out_dir=args.out, overrides=overrides, cfg_file=args.cfg,
-                      resume_dir=args.resume, teacher=args.teacher)
+                      resume_dir=args.resume, teacher=args.teacher, nc=args.nc)
     print_summary(result)
 
 

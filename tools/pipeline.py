@@ -4,7 +4,7 @@
     python tools/pipeline.py                      # the demo: synthetic shapes, yolov8n from scratch, ~0.5x MACs
     python tools/pipeline.py [--config cfg/pipeline.yaml] [--weights W] [--data D.yaml] [--ratio 0.5 |
         --target-macs F | --threshold T] [--sr 1e-3] [--epochs-sparse E1] [--epochs-finetune E2] [--imgsz S]
-        [--batch B] [--device cpu] [--set KEY=VALUE ...] --out runs/NAME
+        [--batch B] [--device cpu] [--nc auto|N] [--set KEY=VALUE ...] --out runs/NAME
 
 Each stage writes into its own subfolder of --out and is skipped when its inputs are unchanged, so re-running
 the same command continues after a failure. Defaults: cfg/pipeline.yaml; every flag overrides it, --set reaches
@@ -22,7 +22,9 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=None, help="yaml overriding cfg/pipeline.yaml")
     ap.add_argument("--weights", default=None, help="model to prune (.pt/.cfg/.weights); none = train the demo "
                                                     "baseline")
-    ap.add_argument("--data", default=None, help="YOLO data yaml; none = synthetic shapes")
+    ap.add_argument("--data", default=None, help="YOLO data yaml or Pascal VOC folder; none = synthetic shapes")
+    ap.add_argument("--nc", default=None, help="classes: auto (the data's, default) or N; weights with another "
+                                              "class count get a new class head (every matching tensor kept)")
     ap.add_argument("--model", default=None, help="architecture yaml of the baseline trained without --weights")
     target = ap.add_mutually_exclusive_group()
     target.add_argument("--ratio", type=float, default=None, help="fraction of prunable channels to remove")
@@ -48,7 +50,8 @@ def main(argv=None) -> int:
                  "target_macs": args.target_macs, "threshold": args.threshold, "criterion": args.criterion,
                  "sr": args.sr, "epochs_baseline": args.epochs_baseline, "epochs_sparse": args.epochs_sparse,
                  "epochs_finetune": args.epochs_finetune, "imgsz": args.imgsz, "batch": args.batch,
-                 "device": args.device, "out": args.out}
+                 "device": args.device, "out": args.out,
+                 "nc": None if args.nc is None else yaml.safe_load(args.nc)}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:

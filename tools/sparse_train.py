@@ -5,6 +5,9 @@ python tools/sparse_train.py --weights W --data D.yaml --epochs E --imgsz S --ba
 python tools/sparse_train.py ... --sparsity targeted --target-macs 0.5 [--round-to 16] [--teacher W]
     then: python tools/prune.py --weights DIR/last.pt --target-macs 0.5 --round-to 16
 Multi-GPU: torchrun --nproc_per_node N tools/sparse_train.py ...
+--nc auto (default: the data's class count) or N: a model with another class count keeps every matching
+tensor and gets a new class head ("transferred 343/349 tensors, new head for 3 classes"). --data also takes
+a Pascal VOC folder.
 """
 import argparse
 import sys
@@ -34,7 +37,7 @@ def main(argv=None):
     if args.resume is None and args.out is None:
         p.error("--out DIR is required (or --resume DIR)")
     result = sparse_train(args.weights, args.data, out_dir=args.out, overrides=overrides, cfg_file=args.cfg,
-                          resume_dir=args.resume, teacher=args.teacher)
+                          resume_dir=args.resume, teacher=args.teacher, nc=args.nc)
     if result.get("gamma"):
         print("γ share: " + ", ".join(f"{k} {v:.1%}" for k, v in result["gamma"].items()))
     print_summary(result)

@@ -47,6 +47,7 @@ STAGE_DIRS = {
     "data": "0_data", "baseline": "0_baseline", "eval_baseline": "1_eval_baseline", "sparse": "2_sparse",
     "prune": "3_prune", "eval_pruned": "4_eval_pruned", "finetune": "5_finetune",
     "eval_finetuned": "6_eval_finetuned", "export": "7_export", "benchmark": "8_benchmark",
+    "transfer": "0_transfer", "plain": "5b_plain", "eval_plain": "6b_eval_plain",
 }
 PRUNE_TARGETS = ("target_macs", "ratio", "threshold")
 TRAIN_SECTIONS = ("train", "baseline_train", "sparse_train", "finetune_train")
@@ -141,15 +142,19 @@ def resolve_config(config_file=None, overrides: dict | None = None) -> dict:
 
 
 def _check_values(cfg: dict) -> None:
-    for key in INT_KEYS:
+    from .pipeline_defaults import AUTO_KEYS, is_auto
+
+    for key in INT_KEYS + ("plain_arm_epochs",):
         v = cfg[key]
+        if key in AUTO_KEYS and is_auto(v):
+            continue
         if isinstance(v, bool) or not isinstance(v, int):
             raise ValueError(f"pipeline config '{key}': expected an integer, found {v!r}")
     for key in ("imgsz", "batch", "eval_batch", "bench_runs", "round_to"):
         if cfg[key] < 1:
             raise ValueError(f"pipeline config '{key}': expected >= 1, found {cfg[key]}")
-    for key in ("epochs_baseline", "epochs_sparse", "epochs_finetune", "bench_warmup"):
-        if cfg[key] < 0:
+    for key in ("epochs_baseline", "epochs_sparse", "epochs_finetune", "bench_warmup", "plain_arm_epochs"):
+        if not is_auto(cfg[key]) and cfg[key] < 0:
             raise ValueError(f"pipeline config '{key}': expected >= 0, found {cfg[key]}")
     if cfg["weights"] is None and cfg["epochs_baseline"] < 1:
         raise ValueError("pipeline config 'epochs_baseline': must be >= 1 when no weights are given (the baseline "
@@ -169,11 +174,20 @@ def _check_values(cfg: dict) -> None:
         raise ValueError(f"pipeline config 'calib_images': expected >= 1, found {cfg['calib_images']}")
     if not isinstance(cfg["ignore"], list):
         raise ValueError(f"pipeline config 'ignore': expected a list of layer names or globs, found {cfg['ignore']!r}")
-    if float(cfg["sr"]) < 0:
-        raise ValueError(f"pipeline config 'sr': expected >= 0, found {cfg['sr']}")
-    if cfg["sparsity"] not in ("l1", "targeted"):
-        raise ValueError(f"pipeline config 'sparsity': expected l1 or targeted, found {cfg['sparsity']!r}")
-    if cfg["sparsity"] == "targeted" and cfg["epochs_sparse"] > 0:
+    if not is_auto(cfg["sr"]) and (isinstance(cfg["sr"], bool) or not isinstance(cfg["sr"], (int, float))
+                                   or float(cfg["sr"]) < 0):
+        raise ValueError(f"pipeline config 'sr': expected auto or a number >= 0, found {cfg['sr']!r}")
+    if cfg["sparsity"] not in ("auto", "l1", "targeted"):
+        raise ValueError(f"pipeline config 'sparsity': expected auto, l1 or targeted, found {cfg['sparsity']!r}")
+    if str(cfg["nc"]).lower() != "auto" and (isinstance(cfg["nc"], bool) or not isinstance(cfg["nc"], int)
+                                             or cfg["nc"] < 1):
+        raise ValueError(f"pipeline config 'nc': expected auto or a class count >= 1, found {cfg['nc']!r}")
+    if cfg["train_recipe"] not in ("auto", "default"):
+        raise ValueError(f"pipeline config 'train_recipe': expected auto or default, found {cfg['train_recipe']!r}")
+    if cfg["plain_arm"] not in (None, "train") and not Path(str(cfg["plain_arm"])).is_file():
+        raise FileNotFoundError(f"pipeline config 'plain_arm': expected null, train or a model file, found "
+                                f"{cfg['plain_arm']!r} (no such file)")
+    if cfg["sparsity"] == "targeted" and (is_auto(cfg["epochs_sparse"]) or cfg["epochs_sparse"] > 0):
         if cfg["target_macs"] is None:
             raise ValueError("pipeline config 'sparsity': targeted fades the channels a target_macs cut removes; "
                              f"set target_macs, or sparsity: l1 (found ratio={cfg['ratio']}, "
@@ -197,7 +211,11 @@ def _check_values(cfg: dict) -> None:
         raise FileNotFoundError(f"pipeline config 'weights': {cfg['weights']} not found (expected a .pt, .cfg or "
                                 ".weights file; put your checkpoint in weights/)")
     if cfg["data"] is not None and not Path(str(cfg["data"])).is_file():
-        raise FileNotFoundError(f"pipeline config 'data': {cfg['data']} not found (expected a YOLO data yaml)")
+        from .data.voc import is_voc_root
+
+        if not is_voc_root(cfg["data"]):
+            raise FileNotFoundError(f"pipeline config 'data': {cfg['data']} not found (expected a YOLO data yaml "
+                                    "or a Pascal VOC folder with Annotations/, JPEGImages/, ImageSets/Main/)")
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -488,6 +506,70 @@ def _benchmark_backends(cfg: dict) -> list[str]:
     return ["ort-cpu"] + (["ort-cuda", "ort-trt"] if torch.cuda.is_available() else [])
 
 
+def _resolve_auto(cfg: dict, n_train: int) -> tuple[dict, list[str]]:
+    from .pipeline_defaults import resolve_auto
+
+    cfg, notes = resolve_auto(cfg, n_train, load_defaults())
+    _check_values(cfg)
+    for n in notes:
+        print(f"auto: {n}", flush=True)
+    return cfg, notes
+
+
+def _transfer_stage(run: _Run, weights_stage: StageResult, nc: int, names: dict) -> tuple[StageResult, str]:
+    """Weights with another class count: keep every matching tensor, new class head (0_transfer/transferred.pt)."""
+    from .models import checkpoint, load
+    from .models.transfer import set_num_classes
+
+    weights = weights_stage.out("weights")
+    det = load(weights)
+    if det.nc == nc:
+        return weights_stage, "weights"
+
+    def _transfer(f):
+        report = set_num_classes(det, nc, names)
+        print(f"{weights}: {report['summary']}", flush=True)
+        checkpoint.save(det, f / "transferred.pt", meta={"stage": "transfer", "source": str(weights)})
+        return {"transferred": f / "transferred.pt"}, {k: report[k] for k in ("summary", "kept", "tensors",
+                                                                               "old_nc", "nc", "matched")}
+
+    cmd = _shell(["python", "-c", f"from yolo_prune.models import load, checkpoint; "
+                  f"from yolo_prune.models.transfer import set_num_classes; d = load({str(weights)!r}); "
+                  f"set_num_classes(d, {nc}, {list(names.values())!r}); checkpoint.save(d, "
+                  f"{str(run.out / STAGE_DIRS['transfer'] / 'transferred.pt')!r})"])
+    stage = run.stage("transfer", {"nc": nc, "names": names}, [weights_stage], {}, _transfer, cmd)
+    return stage, "transferred"
+
+
+def _plain_arm(run: _Run, base_stage: StageResult, base_key: str, device: str, nc: int, data_up: list):
+    """(a) for the verdict: train it (plain_arm: train) or score a given model; None when there is none."""
+    cfg = run.cfg
+    if cfg["plain_arm"] is None:
+        return None
+    if cfg["plain_arm"] != "train":
+        p = Path(str(cfg["plain_arm"]))
+        given = StageResult("plain_arm", p.parent, file_digest(p), {"weights": p.name}, {}, True, 0.0)
+        ev = _eval_stage(run, "eval_plain", given, "weights")
+        ev.result.setdefault("epochs", None)
+        return ev
+    from .train import finetune
+
+    baseline = base_stage.out(base_key)
+    folder = run.out / STAGE_DIRS["plain"]
+    o = _train_overrides(cfg, "finetune_train", int(cfg["plain_arm_epochs"]), device, nc)
+
+    def _plain(f):
+        r = finetune(str(baseline), str(run.data), out_dir=f, overrides=o)
+        return ({"best": f / "best.pt", "last": f / "last.pt", "results": f / "results.csv"},
+                {"metrics": r["metrics"], "epochs": r["epochs_done"], "train_s": r["train_s"]})
+
+    plain = run.stage("plain", o, [base_stage] + data_up, run.data_files, _plain,
+                      _train_command("finetune.py", baseline, run.data, folder, o))
+    ev = _eval_stage(run, "eval_plain", plain, "best")
+    ev.result["epochs"] = plain.result.get("epochs")
+    return ev
+
+
 # --------------------------------------------------------------------------------------------------- main entry
 def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
     """Run (or continue) every stage for the resolved config ``cfg`` (see ``resolve_config``).
@@ -503,11 +585,21 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     device = str(cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data_yaml = None
+    if cfg["data"] is not None:
+        from .data.sources import data_yaml_path, list_images
+
+        data_yaml = data_yaml_path(cfg["data"])  # a VOC folder: its cached YOLO conversion
+        n_train = len(list_images(load_data_yaml(data_yaml)["train"], field="train"))
+    else:
+        n_train = cfg["synthetic_train"]
+    cfg, auto_notes = _resolve_auto(cfg, n_train)
     _atomic_write_text(out / "config.yaml", yaml.safe_dump(_jsonable(cfg), sort_keys=False))
     run = _Run(cfg, out, device, progress)
     # eval_baseline, prune, eval_pruned, export, benchmark, report + the optional ones
     run.n_stages = (6 + (cfg["weights"] is None) + (cfg["data"] is None) + (cfg["epochs_sparse"] > 0)
-                    + 2 * (cfg["epochs_finetune"] > 0))
+                    + 2 * (cfg["epochs_finetune"] > 0) + 2 * (cfg["plain_arm"] == "train")
+                    + (cfg["plain_arm"] not in (None, "train")))
     imgsz = cfg["imgsz"]
 
     # 0: data
@@ -523,9 +615,15 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
                                    lambda f: ({"data": make_synthetic(f / "shapes", **sizes)}, sizes), cmd)
         run.data = run.data_stage.out("data")
     else:
-        run.data = Path(cfg["data"])  # as given: the report's commands stay runnable from the same folder
+        # as given (a yaml keeps the report's commands runnable from the same folder); a VOC folder: its conversion
+        run.data = Path(cfg["data"]) if data_yaml == Path(cfg["data"]) else data_yaml
         run.data_files = {"data": data_signature(run.data)}
-    nc = load_data_yaml(run.data)["nc"]
+        if run.data != Path(cfg["data"]):
+            run.data_files["converted"] = str(run.data)
+    data_info = load_data_yaml(run.data)
+    from .train.api import resolve_nc
+
+    nc, class_names = resolve_nc(cfg["nc"], data_info["names"], str(run.data))
     data_up = [run.data_stage] if run.data_stage else []
 
     # 0: baseline
@@ -547,6 +645,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
         w = Path(cfg["weights"])
         base_stage = StageResult("weights", w.parent, file_digest(w), {"weights": w.name}, {}, True, 0.0)
         base_key = "weights"
+        base_stage, base_key = _transfer_stage(run, base_stage, nc, class_names)
     baseline = base_stage.out(base_key)
 
     # 1: baseline eval
@@ -621,6 +720,9 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
         final_stage, final_key = prune_stage, "pruned"
     final = final_stage.out(final_key)
 
+    # 5b/6b: the same-budget plain arm (a): the baseline fine-tuned without pruning, or a given model
+    ev_plain = _plain_arm(run, base_stage, base_key, device, nc, data_up)
+
     # 7: ONNX export with verification
     from .export.onnx import export_onnx
 
@@ -677,6 +779,8 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
                 "latency_of": arch}
 
     rows = [row("baseline", ev_base.result, baseline, "baseline", "baseline")]
+    plain_row = None if ev_plain is None else {**row("plain arm (a)", ev_plain.result, ev_plain.result["weights"],
+                                                     "baseline"), "epochs": ev_plain.result.get("epochs")}
     if cfg["epochs_sparse"] > 0:
         rows.append(row("sparse", sparse_stage.result, to_prune, "baseline"))
     rows.append(row("pruned", ev_pruned.result, pruned, "final", "final" if ft_stage is None else None))
@@ -695,6 +799,8 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
         "rows": rows, "gamma": gamma, "widths_before": prune_report["widths_before"],
         "widths_after": prune_report["widths_after"], "curves": curves, "commands": commands,
         "config": cfg, "environment": bench_env, "backends": backends, "warn_map_drop": float(cfg["warn_map_drop"]),
+        "plain": plain_row, "warn_plain_drop": float(cfg["warn_plain_drop"]), "auto_notes": auto_notes,
+        "transfer": run.stages["transfer"].result if "transfer" in run.stages else None,
         "prune": {k: prune_stage.result.get(k) for k in ("macs_ratio", "removed_channels", "verification",
                                                          "gamma_threshold", "criterion", "target_macs", "ratio",
                                                          "threshold")},

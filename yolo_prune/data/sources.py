@@ -33,15 +33,29 @@ def list_images(source, field: str | None = None, allow_empty: bool = False) -> 
                             "of image paths")
 
 
+def data_yaml_path(path: str | os.PathLike) -> Path:
+    """The data yaml behind ``--data``: the file itself, or for a Pascal VOC folder (Annotations/, JPEGImages/,
+    ImageSets/Main/) the yaml of its cached YOLO conversion (yolo_prune.data.voc.voc_data_yaml)."""
+    p = Path(path)
+    if p.is_dir():
+        from .voc import is_voc_root, voc_data_yaml
+
+        if not is_voc_root(p):
+            raise FileNotFoundError(f"{p}: a folder given as data must be a Pascal VOC root (Annotations/, "
+                                    "JPEGImages/, ImageSets/Main/); otherwise supply a data yaml")
+        return voc_data_yaml(p)
+    return p
+
+
 def load_data_yaml(path: str | os.PathLike, splits=("train", "val")) -> dict:
-    """Read an ultralytics/yolov5 data yaml.
+    """Read an ultralytics/yolov5 data yaml (or a Pascal VOC folder, converted once: ``data_yaml_path``).
 
     Returns {"path": root, "yaml_file", "names" {i: name}, "nc", and for every split present (train/val/test) a
     list of absolute source paths}. ``splits`` must be present and exist. ``path:`` (if given) is the root the
     splits are relative to (relative roots: beside the yaml when there, else from the working directory);
     without it they are relative to the yaml's folder.
     """
-    p = Path(path)
+    p = data_yaml_path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: data yaml not found. Supply an ultralytics-style data yaml (path, train, val, "
                                 "names), e.g. from yolo_prune.data.synthetic.make_synthetic()")

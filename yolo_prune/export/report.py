@@ -223,6 +223,42 @@ def verdict(rows: list[dict], backend: str, warn_map_drop: float) -> tuple[str, 
     return text, warning, numbers
 
 
+def _against_plain_arm(text: str, warning: str | None, numbers: dict, rows: list[dict], data: dict):
+    """Add the same-budget comparison (or say there is none) and, for a transferred baseline, what it means."""
+    final, plain, transfer = rows[-1], data.get("plain"), data.get("transfer")
+    notes = []
+    if transfer:
+        if warning and warning.startswith("The baseline mAP50-95 is 0"):
+            warning = None  # expected of a new head: the note below says what the reference is
+        notes.append(f"The baseline is the input model with a new, untrained head for {transfer['nc']} classes "
+                     f"({transfer['summary']}), so its mAP is no reference; the plain arm is.")
+    if plain:
+        rel = final["mAP50-95"] / plain["mAP50-95"] if plain["mAP50-95"] > 0 else None
+        numbers["vs_plain_arm"] = rel
+        numbers["plain_arm_map50_95"] = plain["mAP50-95"]
+        epochs = f"{plain['epochs']} epochs, " if plain.get("epochs") else ""
+        text += (f" Against the same-budget plain fine-tune of the baseline ({epochs}mAP50-95 "
+                 f"{plain['mAP50-95']:.4f}): {_fmt(rel and 100 * rel, '.1f', '?')}%.")
+        limit = 1 - float(data.get("warn_plain_drop", 0.02))
+        if rel is not None and rel < limit:
+            stage = {r["stage"]: r["mAP50-95"] for r in rows}
+            lost_in_cut = stage.get("sparse", final["mAP50-95"]) - stage.get("pruned", final["mAP50-95"])
+            where = ("the cut itself cost {:.4f} mAP50-95: sparse-train longer or use sparsity targeted so the removed "
+                     "channels are zero".format(lost_in_cut) if lost_in_cut > 0.01 else
+                     "the cut was (nearly) free, so the loss is in the fade and the fine-tune: give both more epochs "
+                     "(epochs_sparse, epochs_finetune) or prune less (a larger target_macs)")
+            more = (f"It scores {100 * rel:.1f}% of what the same training without pruning reached, below the "
+                    f"{100 * limit:.0f}% of warn_plain_drop: {where}.")
+            warning = f"{warning} {more}" if warning else more
+    else:
+        numbers["vs_plain_arm"] = None
+        text += (" No same-budget plain fine-tune arm was run (plain_arm: train adds one), so this does not show "
+                 "whether pruning cost more than the training it got.")
+    if notes:
+        text += " " + " ".join(notes)
+    return text, warning
+
+
 def _table(rows: list[dict], backends: list[str]) -> list[str]:
     base = rows[0]
     head = ("| stage | params (M) | GMACs | MACs × | file (MB) | ONNX (MB) | mAP50-95 | mAP50 | "
@@ -251,6 +287,9 @@ def write_report(out_dir, data: dict) -> dict:
         ["ort-cpu"]
     main_backend = backends[0]
     text, warning, numbers = verdict(rows, main_backend, float(data.get("warn_map_drop", 0.1)))
+    text, warning = _against_plain_arm(text, warning, numbers, rows, data)
+    if data.get("plain"):
+        rows = rows[:1] + [data["plain"]] + rows[1:]
 
     plots = {}
     gamma = data.get("gamma") or {}
@@ -277,6 +316,9 @@ def write_report(out_dir, data: dict) -> dict:
               f"channels removed, MACs × {_fmt(prune.get('macs_ratio'), '.3f')}; output check right after surgery "
               f"(before fine-tuning): max abs diff {_fmt((prune.get('verification') or {}).get('max_abs_diff'), '.3g')}.",
               ""]
+    if data.get("auto_notes"):
+        lines += ["Chosen by the `auto` defaults (yolo_prune/pipeline_defaults.py): " + "; ".join(data["auto_notes"])
+                  + ".", ""]
     lines += ["## Results", ""]
     lines += [f"imgsz {cfg.get('imgsz', '-')}; mAP by pycocotools on the val set of `{cfg.get('data') or 'the synthetic set'}`; "
               "latency: onnxruntime, batch 1, median of "

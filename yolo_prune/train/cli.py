@@ -9,6 +9,8 @@ import yaml
 def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="model: .pt (ours/ultralytics/yolov5), .yaml (from scratch), darknet .cfg")
     p.add_argument("--data", help="data yaml (ultralytics/yolov5 style: path, train, val, names)")
+    p.add_argument("--nc", default="auto", help="classes of the trained model: auto (the data's) or N; a model "
+                   "with another class count keeps every matching weight and gets a new class head")
     p.add_argument("--epochs", type=int)
     p.add_argument("--imgsz", type=int)
     p.add_argument("--batch", type=int, help="total batch size over all processes")

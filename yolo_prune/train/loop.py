@@ -193,10 +193,11 @@ def _run(detector, data_yaml: Path, cfg, out_dir, events, teacher, stage, resume
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     data = load_data_yaml(data_yaml)
-    if data["nc"] != detector.nc:
-        raise ValueError(f"{data_yaml}: dataset has {data['nc']} classes but the model has {detector.nc}; load the "
-                         f"model with nc={data['nc']} (e.g. yolo_prune.models.load(cfg, nc={data['nc']}))")
-    if detector.names != data["names"]:
+    if data["nc"] > detector.nc:
+        raise ValueError(f"{data_yaml}: dataset has {data['nc']} classes but the model has {detector.nc}; give the "
+                         f"model a new head with --nc auto (yolo_prune.train.sparse_train(..., nc='auto'), or "
+                         f"yolo_prune.models.transfer.set_num_classes)")
+    if detector.nc == data["nc"] and detector.names != data["names"]:
         default = {i: str(i) for i in range(detector.nc)}
         if detector.names != default:
             warnings.warn(f"{data_yaml}: class names {list(data['names'].values())[:5]}... replace the model's "

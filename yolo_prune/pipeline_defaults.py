@@ -1,0 +1,89 @@
+"""The pipeline's ``auto`` settings: epochs per stage, sparsity, learning rate and BN recalibration chosen from
+the dataset size and whether the model comes pretrained. The rule and the figures behind it are written out in
+cfg/pipeline.yaml; this module is their one implementation, so the comment and the code stay together here too.
+
+Without ``weights`` (the demo: a baseline trained from scratch on synthetic shapes) ``auto`` keeps the values the
+demo was measured with (2 sparse + 5 fine-tune epochs, plain L1). With ``weights`` (the user's trained model):
+
+* budget E = clamp(round(IMAGES_SEEN / n_train), MIN_EPOCHS, MAX_EPOCHS) epochs of sparse + fine-tune training:
+  every model sees about IMAGES_SEEN training images (150 optimizer steps at batch 8) however small the set, and
+  each stage gets at least 2 epochs. BCCD (292 train images) -> 4, coco128 -> 9, 5,000 images -> 4.
+* sparse = E // 2, fine-tune = E - sparse; a same-budget plain fine-tune arm gets E.
+* sparsity targeted (when pruning to target_macs) with sr 0, fading from the first sparse epoch until the last
+  (target_start 0, target_zero_at 1.0): the model is already trained, so there is nothing to gain from more
+  full-width epochs first (the late fade that won on the from-scratch demo, docs/BENCHMARKS.md run 7) and the
+  slowest possible fade costs the least (coco128: fading a third of yolov5n's channels over 12 epochs, mAP
+  0.285 -> 0.000; halving their γ at once, 0.05). The cut then removes exact zeros and costs nothing.
+* BN statistics re-estimated on 16 train batches before every evaluation and save (bn_recalibrate 16): with
+  running statistics lagging a fade, coco128 evaluated at 0.071 instead of 0.213 after one sparse epoch.
+* SGD with the yolov5 hyperparameters evolved for fine-tuning a pretrained yolov5 on VOC (data/hyps/hyp.VOC.yaml:
+  lr0 0.00334, lrf 0.15, momentum 0.75, weight decay 0.00025), one step per batch. The from-scratch AdamW rule
+  (lr0 0.002 * 5 / (4 + nc) = 0.00143 for 3 classes) took a BCCD-trained yolov5n to 0.05 mAP after one epoch
+  (as issue 11 reports it; not re-measured here).
+* no distillation: it costs a teacher forward per batch (about a third more CPU time) and was not what limited
+  any run measured here.
+"""
+from __future__ import annotations
+
+IMAGES_SEEN = 1200
+MIN_EPOCHS, MAX_EPOCHS = 4, 30
+BN_RECALIBRATE_BATCHES = 16
+PRETRAINED_RECIPE = {"optimizer": "SGD", "lr0": 0.00334, "lrf": 0.15, "momentum": 0.75, "weight_decay": 0.00025,
+                     "nbs": "auto", "warmup_epochs": 0.0, "bn_recalibrate": BN_RECALIBRATE_BATCHES}
+DEMO = {"epochs_sparse": 2, "epochs_finetune": 5, "sparsity": "l1"}
+AUTO_KEYS = ("epochs_sparse", "epochs_finetune", "sparsity", "plain_arm_epochs")
+
+
+def budget_epochs(n_train: int) -> int:
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(IMAGES_SEEN / max(1, n_train)))))
+
+
+def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[str]]:
+    """Replace every ``auto`` of ``cfg`` (a copy is returned) and say what was chosen and why, one line each.
+    ``defaults``: cfg/pipeline.yaml as shipped, to tell the user's own ``train`` settings from the defaults."""
+    cfg = dict(cfg)
+    notes = []
+    pretrained = cfg.get("weights") is not None
+    if not pretrained:
+        for k, v in DEMO.items():
+            if cfg.get(k) == "auto":
+                cfg[k] = v
+        if cfg.get("plain_arm_epochs") == "auto":
+            cfg["plain_arm_epochs"] = cfg["epochs_sparse"] + cfg["epochs_finetune"]
+        if cfg.get("sr") == "auto":
+            cfg["sr"] = 0.001
+        return cfg, notes
+    e = budget_epochs(n_train)
+    if cfg.get("epochs_sparse") == "auto" and cfg.get("epochs_finetune") == "auto":
+        cfg["epochs_sparse"], cfg["epochs_finetune"] = e // 2, e - e // 2
+        notes.append(f"epochs: {e} for {n_train} train images (about {IMAGES_SEEN} images seen), "
+                     f"{e // 2} sparse + {e - e // 2} fine-tune")
+    elif cfg.get("epochs_sparse") == "auto":
+        cfg["epochs_sparse"] = max(0, e - int(cfg["epochs_finetune"]))
+    elif cfg.get("epochs_finetune") == "auto":
+        cfg["epochs_finetune"] = max(1, e - int(cfg["epochs_sparse"]))
+    if cfg.get("plain_arm_epochs") == "auto":
+        cfg["plain_arm_epochs"] = int(cfg["epochs_sparse"]) + int(cfg["epochs_finetune"])
+    if cfg.get("sparsity") == "auto":
+        if cfg.get("target_macs") is not None and cfg.get("criterion") == "bn":
+            cfg["sparsity"] = "targeted"
+            cfg["target_start"], cfg["target_zero_at"] = 0, 1.0
+            notes.append("sparsity: targeted fade over the whole sparse stage (a trained model: the slowest fade "
+                         "costs least), sr 0")
+        else:
+            cfg["sparsity"] = "l1"
+    if cfg.get("sr") == "auto":
+        cfg["sr"] = 0.0 if cfg["sparsity"] == "targeted" else 0.001
+    if cfg.get("train_recipe") == "auto":
+        # under the stage sections, and only for keys the user did not set in the shared ``train`` section
+        user_train = {k for k, v in (cfg.get("train") or {}).items() if (defaults.get("train") or {}).get(k) != v}
+        recipe = {k: v for k, v in PRETRAINED_RECIPE.items() if k not in user_train}
+        for section in ("sparse_train", "finetune_train"):
+            cfg[section] = {**recipe, **(cfg.get(section) or {})}
+        notes.append("training: SGD lr0 0.00334 (yolov5 hyp.VOC fine-tune recipe), BN statistics re-estimated "
+                     f"on {BN_RECALIBRATE_BATCHES} batches before each evaluation")
+    return cfg, notes
+
+
+def is_auto(value) -> bool:
+    return isinstance(value, str) and value.lower() == "auto"
