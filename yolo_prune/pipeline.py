@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from . import offline  # noqa: F401  (keeps ultralytics offline before anything imports it)
+from . import offline
 from .io import atomic_write_text as _atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -482,6 +482,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
 
     Returns {"out", "stages": {name: {folder, skipped, seconds, result}}, "report": report dict, "seconds"}.
     """
+    offline.apply()  # before anything imports ultralytics
     import torch
 
     from .data.yolo import load_data_yaml
