@@ -18,12 +18,16 @@ def main(argv=None):
     add_common_args(p)
     p.add_argument("--teacher", help="unpruned model for output distillation")
     p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 1.0)")
+    p.add_argument("--engine", choices=["ours", "ultralytics"], default="ours",
+                   help="trainer: ours (default, every family) or ultralytics' own trainer with "
+                        "yolo_prune.integrations.ultralytics.PrunedTrainer (ultralytics models; --set takes "
+                        "ultralytics' argument names)")
     args = p.parse_args(argv)
     if args.resume is None and args.out is None:
         p.error("--out DIR is required (or --resume DIR)")
     overrides = overrides_from_args(args, {"distill_weight": args.distill_weight})
     result = finetune(args.weights, args.data, out_dir=args.out, overrides=overrides, cfg_file=args.cfg,
-                      resume_dir=args.resume, teacher=args.teacher)
+                      resume_dir=args.resume, teacher=args.teacher, engine=args.engine)
     print_summary(result)
 
 

@@ -7,9 +7,10 @@ numbered subfolder of the run folder::
     0_baseline/        yolov8n trained from its yaml (only without --weights)
     1_eval_baseline/   metrics.json
     2_sparse/          sparse.pt (model only), last.pt, results.csv, metrics.json
-    3_prune/           pruned.pt, pruned.json (pruning report), gamma.json
+    3_prune/           pruned.pt, pruned.json (pruning report), gamma.json, native files (pruned.ultralytics.pt ...)
     4_eval_pruned/     metrics.json
-    5_finetune/        best.pt, last.pt, results.csv
+    5_finetune/        best.pt, last.pt, results.csv, native files (best.ultralytics.pt / best.yolov5.pt /
+                       best.cfg + best.weights)
     6_eval_finetuned/  metrics.json
     7_export/          baseline.onnx, final.onnx (+ .json sidecars with the ORT verification)
     8_benchmark/       bench.md, bench.json
@@ -446,7 +447,17 @@ def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict,
     outputs = {"pruned": out, "report": out.with_suffix(".json"), "gamma": folder / "gamma.json"}
     if report.get("ultralytics_pt"):
         outputs["ultralytics"] = report["ultralytics_pt"]
+    if report.get("yolov5"):
+        outputs["yolov5"] = report["yolov5"]
+    if report.get("darknet"):
+        outputs["darknet_cfg"], outputs["darknet_weights"] = report["darknet"]
     return outputs, result
+
+
+def _native_outputs(result: dict) -> dict:
+    """The native files a training stage wrote beside best.pt, as stage outputs (models.native.write_native)."""
+    native = result.get("native") or {}
+    return {f"native_{Path(p).name}": p for p in native.get("files", [])}
 
 
 def _model_only(src: Path, dst: Path, stage: str) -> Path:
@@ -526,7 +537,8 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
 
         def _baseline(f):
             r = sparse_train(cfg["model"], str(run.data), out_dir=f, overrides=o)
-            return ({"best": f / "best.pt", "last": f / "last.pt", "results": f / "results.csv"},
+            return ({"best": f / "best.pt", "last": f / "last.pt", "results": f / "results.csv",
+                     **_native_outputs(r)},
                     {"metrics": r["metrics"], "epochs": r["epochs_done"], "train_s": r["train_s"]})
 
         base_stage = run.stage("baseline", {"model": cfg["model"], "nc": nc, **o}, data_up, run.data_files,
@@ -596,7 +608,8 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
         def _finetune(f):
             r = finetune(str(pruned), str(run.data), out_dir=f, overrides=o)
             _check_widths_kept(pruned, f / "best.pt")
-            return ({"best": f / "best.pt", "last": f / "last.pt", "results": f / "results.csv"},
+            return ({"best": f / "best.pt", "last": f / "last.pt", "results": f / "results.csv",
+                     **_native_outputs(r)},
                     {"metrics": r["metrics"], "epochs": r["epochs_done"], "train_s": r["train_s"]})
 
         ft_stage = run.stage("finetune", o, [prune_stage] + data_up, run.data_files, _finetune,

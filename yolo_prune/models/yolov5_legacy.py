@@ -416,9 +416,9 @@ def save_yolov5_pt(detector, path: str | os.PathLike) -> Path:
     ``names``/``stride``) plus torch layers and tensors, so ``yolo_prune.models.load`` reads it back through the
     allow-list. Written atomically; refuses models that hold anything else (e.g. CompensatedConv2d).
     """
-    import tempfile
     from datetime import datetime, timezone
 
+    from ..io import atomic_write
     from .safe_pickle import is_allowed, pickle_globals, yolov5_policy
 
     if getattr(detector, "family", None) != "yolov5":
@@ -440,19 +440,13 @@ def save_yolov5_pt(detector, path: str | os.PathLike) -> Path:
         q.requires_grad_(False)
     ckpt = {"epoch": -1, "best_fitness": None, "model": model, "ema": None, "updates": None, "optimizer": None,
             "opt": None, "git": None, "date": datetime.now(timezone.utc).isoformat()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def _write(tmp):
         torch.save(ckpt, tmp, pickle_module=_yolov5_pickle_module())
         found = pickle_globals(tmp)
-        refused = sorted(g for g in found if not is_allowed(g, yolov5_policy))
-        ours = sorted(g for g in found if g.startswith("yolo_prune"))
-        if refused or ours:
-            raise ValueError(f"{path}: the model holds objects yolov5 cannot load ({(refused + ours)[:5]}); "
-                             "nothing was written")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        refused = sorted(g for g in found if not is_allowed(g, yolov5_policy) or g.startswith("yolo_prune"))
+        if refused:
+            raise ValueError(f"{path}: the model holds objects yolov5 cannot load ({refused[:5]}); nothing was "
+                             "written")
+
+    return atomic_write(path, _write)
