@@ -39,8 +39,9 @@ import yaml
 from . import offline
 from .io import atomic_write_text as _atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS_FILE = ROOT / "cfg" / "pipeline.yaml"
+from . import defaults as _defaults
+
+DEFAULTS_FILE = _defaults.path("pipeline.yaml")  # package data: present in every installation
 STAMP = "stage.json"
 STAGE_VERSION = 1  # bump when a stage's outputs change meaning: old run folders are then recomputed
 
@@ -64,7 +65,8 @@ class PipelineError(RuntimeError):
 def load_defaults(path=DEFAULTS_FILE) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: pipeline defaults missing (cfg/pipeline.yaml ships with yolo_prune)")
+        raise FileNotFoundError(f"{p}: pipeline defaults missing (yolo_prune/defaults/pipeline.yaml ships with "
+                                "yolo_prune; reinstall the package)")
     return yaml.safe_load(p.read_text()) or {}
 
 
