@@ -148,3 +148,17 @@ head: [[[1], 1, Detect, [nc, anchors]]]
     p = save(build_yolov5(cfg), tmp_path / "v5.pt")
     with pytest.raises(ValueError, match="yolov5 model: use the default --engine ours"):
         finetune(str(p), str(data), out_dir=tmp_path / "ft", engine="ultralytics", overrides={"epochs": 1})
+
+
+def test_offline_guards_swap_amp_check_and_font_lookup_only_inside(pruned):
+    import ultralytics.engine.trainer as trainer_mod
+    import ultralytics.utils.plotting as plotting
+
+    from yolo_prune.integrations.ultralytics import _amp_check, _local_font, offline_guards
+
+    before = (trainer_mod.check_amp, plotting.check_font)
+    with offline_guards():
+        assert trainer_mod.check_amp is _amp_check and plotting.check_font is _local_font
+        assert plotting.check_font("Arial.Unicode.ttf").is_file()  # a local font, no download
+        assert trainer_mod.check_amp(pruned[2].model) is False  # CPU: no AMP, and no reference model fetched
+    assert (trainer_mod.check_amp, plotting.check_font) == before
