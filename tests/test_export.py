@@ -54,7 +54,9 @@ def test_v8n_yaml_dynamic_two_batches_two_sizes_and_sidecar(tmp_path, capsys):
 
     side = json.loads(Path(str(out) + ".json").read_text())
     assert side["inputs"][0] == {"name": "images", "shape": ["batch", 3, "height", "width"], "dtype": "float"}
-    assert side["outputs"][0]["name"] == "output0" and side["outputs"][0]["shape"][-1] == 4 + 3
+    # ultralytics' own layout by default for the ultralytics family: (batch, 4 + nc, boxes)
+    assert side["outputs"][0]["name"] == "output0" and side["outputs"][0]["shape"][1] == 4 + 3
+    assert side["output_layout"] == "ultralytics"
     assert side["opset"] == 17 and side["strides"] == [8, 16, 32] and side["nc"] == 3
     assert side["names"] == {"0": "0", "1": "1", "2": "2"} or len(side["names"]) == 3
     assert side["macs"] > 0 and side["params"] == sum(p.numel() for p in det.parameters())

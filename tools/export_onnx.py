@@ -2,10 +2,14 @@
 """Export a detector to ONNX (decoding in the graph), verify it with onnxruntime and write <out>.json beside it.
 
     python tools/export_onnx.py --weights W --imgsz 640 [--batch 1] [--dynamic] [--opset 17] [--half]
-                                [--simplify] [--nms] --out model.onnx
+                                [--simplify] [--nms] [--layout ours|ultralytics|yolov5]
+                                --out model.onnx
 
-Graph input 'images' (batch, 3, H, W) float 0..1 RGB. Output 'output0' (batch, boxes, 4 + nc): cx, cy, w, h in
-input pixels, then class scores 0..1 (objectness multiplied in), i.e. the Detector's eval output. With --nms
+Graph input 'images' (batch, 3, H, W) float 0..1 RGB. Output 'output0' in --layout (default: the family's own):
+ours (batch, boxes, 4 + nc): cx, cy, w, h in input pixels, then class scores 0..1 (objectness multiplied in), i.e.
+the Detector's eval output; ultralytics (batch, 4 + nc, boxes), as `yolo export` writes; yolov5 (batch, boxes,
+5 + nc) with objectness apart, as the yolov5 repo's export.py writes. The layout is recorded in the metadata and
+the sidecar, and tools/eval_coco.py reads every layout. With --nms
 also 'detections' (K, 7): batch_index, x1, y1, x2, y2, class, score after per-class NMS. The file is written
 only if onnxruntime reproduces PyTorch (|d| <= 1e-3 + 1e-5 |ref|); names, strides and the export settings go
 into the ONNX metadata and into <out>.json.
@@ -14,7 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
@@ -32,6 +37,9 @@ def main(argv=None) -> int:
     ap.add_argument("--conf", type=float, default=0.25, help="--nms score threshold")
     ap.add_argument("--iou", type=float, default=0.45, help="--nms IoU threshold")
     ap.add_argument("--max-det", type=int, default=100, help="--nms boxes kept per class and image")
+    ap.add_argument("--layout", choices=["ours", "ultralytics", "yolov5"], default=None,
+                    help="output0 layout: ours (B, N, 4+nc), ultralytics (B, 4+nc, N) or yolov5 (B, N, 5+nc, "
+                         "objectness apart); default: the model family's own convention")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--verify-providers", nargs="+", default=None,
                     help="onnxruntime providers for the check (cpu, cuda, trt; default cpu, cuda with --half)")
@@ -45,7 +53,7 @@ def main(argv=None) -> int:
         report = export_onnx(args.weights, args.out, imgsz=imgsz, batch=args.batch, dynamic=args.dynamic,
                              opset=args.opset, half=args.half, simplify=args.simplify, nms=args.nms,
                              device=args.device, nms_conf=args.conf, nms_iou=args.iou, max_det=args.max_det,
-                             providers=args.verify_providers, weights=args.darknet_weights)
+                             providers=args.verify_providers, weights=args.darknet_weights, layout=args.layout)
     except (ExportError, ProviderUnavailableError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_prune.train import finetune  # noqa: E402
 from yolo_prune.train.cli import add_common_args, overrides_from_args, print_summary  # noqa: E402
@@ -32,6 +33,10 @@ def main(argv=None):
     p.add_argument("--max-minutes", type=float, help="--unlabeled: stop after this many minutes")
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="--unlabeled: re-estimate BN statistics on the images afterwards (default: keep them)")
+    p.add_argument("--engine", choices=["ours", "ultralytics"], default="ours",
+                   help="trainer: ours (default, every family) or ultralytics' own trainer with "
+                        "yolo_prune.integrations.ultralytics.PrunedTrainer (ultralytics models; --set takes "
+                        "ultralytics' argument names)")
     args = p.parse_args(argv)
     if args.resume is None and args.out is None:
         p.error("--out DIR is required (or --resume DIR)")
@@ -49,7 +54,7 @@ def main(argv=None):
         return
     overrides = overrides_from_args(args, {"distill_weight": args.distill_weight})
     result = finetune(args.weights, args.data, out_dir=args.out, overrides=overrides, cfg_file=args.cfg,
-                      resume_dir=args.resume, teacher=args.teacher, nc=args.nc)
+                      resume_dir=args.resume, teacher=args.teacher, nc=args.nc, engine=args.engine)
     print_summary(result)
 
 

@@ -2,24 +2,25 @@
 """End to end: baseline eval -> sparse training -> prune -> eval -> fine-tune -> eval -> ONNX -> benchmark -> report.
 
     python tools/pipeline.py                      # the demo: synthetic shapes, yolov8n from scratch, ~0.5x MACs
-    python tools/pipeline.py [--config cfg/pipeline.yaml] [--weights W] [--data D.yaml] [--ratio 0.5 |
+    python tools/pipeline.py [--config yolo_prune/defaults/pipeline.yaml] [--weights W] [--data D.yaml] [--ratio 0.5 |
         --target-macs F | --threshold T] [--sr 1e-3] [--epochs-sparse E1] [--epochs-finetune E2] [--imgsz S]
         [--batch B] [--device cpu] [--nc auto|N] [--set KEY=VALUE ...] --out runs/NAME
 
 Each stage writes into its own subfolder of --out and is skipped when its inputs are unchanged, so re-running
-the same command continues after a failure. Defaults: cfg/pipeline.yaml; every flag overrides it, --set reaches
+the same command continues after a failure. Defaults: yolo_prune/defaults/pipeline.yaml; every flag overrides it, --set reaches
 any key (train.lr0=0.001 for the nested training settings). Writes runs/NAME/report.md, report.json and PNGs.
 """
 import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=None, help="yaml overriding cfg/pipeline.yaml")
+    ap.add_argument("--config", default=None, help="yaml overriding yolo_prune/defaults/pipeline.yaml")
     ap.add_argument("--weights", default=None, help="model to prune (.pt/.cfg/.weights); none = train the demo "
                                                     "baseline")
     ap.add_argument("--data", default=None, help="YOLO data yaml or Pascal VOC folder; none = synthetic shapes")
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--imgsz", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:0 (default: cuda when available)")
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="any cfg/pipeline.yaml key")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="any yolo_prune/defaults/pipeline.yaml key")
     ap.add_argument("--out", default=None, help="run folder (default runs/demo)")
     args = ap.parse_args(argv)
 

@@ -7,9 +7,10 @@ numbered subfolder of the run folder::
     0_baseline/        yolov8n trained from its yaml (only without --weights)
     1_eval_baseline/   metrics.json
     2_sparse/          sparse.pt (model only), last.pt, results.csv, metrics.json
-    3_prune/           pruned.pt, pruned.json (pruning report), gamma.json
+    3_prune/           pruned.pt, pruned.json (pruning report), gamma.json, native files (pruned.ultralytics.pt ...)
     4_eval_pruned/     metrics.json
-    5_finetune/        best.pt, last.pt, results.csv
+    5_finetune/        best.pt, last.pt, results.csv, native files (best.ultralytics.pt / best.yolov5.pt /
+                       best.cfg + best.weights)
     6_eval_finetuned/  metrics.json
     7_export/          baseline.onnx, final.onnx (+ .json sidecars with the ORT verification)
     8_benchmark/       bench.md, bench.json
@@ -35,11 +36,12 @@ from pathlib import Path
 
 import yaml
 
-from . import offline  # noqa: F401  (keeps ultralytics offline before anything imports it)
+from . import offline
 from .io import atomic_write_text as _atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS_FILE = ROOT / "cfg" / "pipeline.yaml"
+from . import defaults as _defaults
+
+DEFAULTS_FILE = _defaults.path("pipeline.yaml")  # package data: present in every installation
 STAMP = "stage.json"
 STAGE_VERSION = 1  # bump when a stage's outputs change meaning: old run folders are then recomputed
 
@@ -64,7 +66,8 @@ class PipelineError(RuntimeError):
 def load_defaults(path=DEFAULTS_FILE) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: pipeline defaults missing (cfg/pipeline.yaml ships with yolo_prune)")
+        raise FileNotFoundError(f"{p}: pipeline defaults missing (yolo_prune/defaults/pipeline.yaml ships with "
+                                "yolo_prune; reinstall the package)")
     return yaml.safe_load(p.read_text()) or {}
 
 
@@ -91,7 +94,7 @@ def _merge(cfg: dict, layer: dict, source: str) -> None:
             if value is None:
                 value = {}
             if not isinstance(value, dict):
-                raise ValueError(f"{source}: field '{key}' expected a mapping of cfg/train.yaml keys, "
+                raise ValueError(f"{source}: field '{key}' expected a mapping of yolo_prune/defaults/train.yaml keys, "
                                  f"found {value!r}")
             for k in value:
                 if k not in train_keys:
@@ -119,7 +122,7 @@ def _dotted(overrides: dict) -> dict:
 
 
 def resolve_config(config_file=None, overrides: dict | None = None) -> dict:
-    """defaults (cfg/pipeline.yaml) <- ``config_file`` <- ``overrides`` (dotted keys allowed: ``train.lr0``).
+    """defaults (yolo_prune/defaults/pipeline.yaml) <- ``config_file`` <- ``overrides`` (dotted keys allowed: ``train.lr0``).
 
     Unknown keys raise ``KeyError`` with a "did you mean". Exactly one pruning target (target_macs, ratio or
     threshold) survives: the layer that names one replaces the others.
@@ -342,7 +345,7 @@ def auto_lr0(optimizer: str, nc: int) -> float:
 
 
 def _train_overrides(cfg: dict, section: str, epochs: int, device: str, nc: int, sr: float | None = None) -> dict:
-    """cfg/train.yaml overrides for one training stage: ``train`` then the stage's section; 'auto' resolved."""
+    """yolo_prune/defaults/train.yaml overrides for one training stage: ``train`` then the stage's section; 'auto' resolved."""
     from .train import config as train_config
 
     o = {**(cfg["train"] or {}), **(cfg[section] or {})}
@@ -476,7 +479,17 @@ def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict,
     outputs = {"pruned": out, "report": out.with_suffix(".json"), "gamma": folder / "gamma.json"}
     if report.get("ultralytics_pt"):
         outputs["ultralytics"] = report["ultralytics_pt"]
+    if report.get("yolov5"):
+        outputs["yolov5"] = report["yolov5"]
+    if report.get("darknet"):
+        outputs["darknet_cfg"], outputs["darknet_weights"] = report["darknet"]
     return outputs, result
+
+
+def _native_outputs(result: dict) -> dict:
+    """The native files a training stage wrote beside best.pt, as stage outputs (models.native.write_native)."""
+    native = result.get("native") or {}
+    return {f"native_{Path(p).name}": p for p in native.get("files", [])}
 
 
 def _model_only(src: Path, dst: Path, stage: str) -> Path:
@@ -576,6 +589,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
 
     Returns {"out", "stages": {name: {folder, skipped, seconds, result}}, "report": report dict, "seconds"}.
     """
+    offline.apply()  # before anything imports ultralytics
     import torch
 
     from .data.yolo import load_data_yaml
@@ -635,7 +649,8 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
 
         def _baseline(f):
             r = sparse_train(cfg["model"], str(run.data), out_dir=f, overrides=o)
-            return ({"best": f / "best.pt", "last": f / "last.pt", "results": f / "results.csv"},
+            return ({"best": f / "best.pt", "last": f / "last.pt", "results": f / "results.csv",
+                     **_native_outputs(r)},
                     {"metrics": r["metrics"], "epochs": r["epochs_done"], "train_s": r["train_s"]})
 
         base_stage = run.stage("baseline", {"model": cfg["model"], "nc": nc, **o}, data_up, run.data_files,
@@ -708,7 +723,8 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
         def _finetune(f):
             r = finetune(str(pruned), str(run.data), out_dir=f, overrides=o)
             _check_widths_kept(pruned, f / "best.pt")
-            return ({"best": f / "best.pt", "last": f / "last.pt", "results": f / "results.csv"},
+            return ({"best": f / "best.pt", "last": f / "last.pt", "results": f / "results.csv",
+                     **_native_outputs(r)},
                     {"metrics": r["metrics"], "epochs": r["epochs_done"], "train_s": r["train_s"]})
 
         ft_stage = run.stage("finetune", o, [prune_stage] + data_up, run.data_files, _finetune,

@@ -1,6 +1,6 @@
 """The pipeline's ``auto`` settings: epochs per stage, sparsity, learning rate and BN recalibration chosen from
 the dataset size and whether the model comes pretrained. The rule and the figures behind it are written out in
-cfg/pipeline.yaml; this module is their one implementation, so the comment and the code stay together here too.
+yolo_prune/defaults/pipeline.yaml; this module is their one implementation, so the comment and the code stay together here too.
 
 Without ``weights`` (the demo: a baseline trained from scratch on synthetic shapes) ``auto`` keeps the values the
 demo was measured with (2 sparse + 5 fine-tune epochs, plain L1). With ``weights`` (the user's trained model):
@@ -40,7 +40,7 @@ def budget_epochs(n_train: int) -> int:
 
 def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[str]]:
     """Replace every ``auto`` of ``cfg`` (a copy is returned) and say what was chosen and why, one line each.
-    ``defaults``: cfg/pipeline.yaml as shipped, to tell the user's own ``train`` settings from the defaults."""
+    ``defaults``: yolo_prune/defaults/pipeline.yaml as shipped, to tell the user's own ``train`` settings from the defaults."""
     cfg = dict(cfg)
     notes = []
     pretrained = cfg.get("weights") is not None

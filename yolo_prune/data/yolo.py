@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import offline  # noqa: F401  (keeps ultralytics offline and out of the home folder)
+from .. import offline
 from .labels import parse_labels
 from .sources import list_images, load_data_yaml  # noqa: F401  (load_data_yaml: re-exported for callers)
 
@@ -88,6 +88,7 @@ def warn_skipped(report: dict, source: str, limit: int = 20) -> None:
 
 
 def _dataset_class():
+    offline.apply()  # before ultralytics is imported
     from ultralytics.data.dataset import YOLODataset
 
     class CheckedYOLODataset(YOLODataset):

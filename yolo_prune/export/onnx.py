@@ -82,13 +82,18 @@ class _OnnxNMS(torch.autograd.Function):
 class EndToEndNMS(nn.Module):
     """Detector + per-class NMS: returns (decoded predictions, detections (K, 7))."""
 
-    def __init__(self, detector: nn.Module, conf: float = 0.25, iou: float = 0.45, max_det: int = 100):
+    def __init__(self, detector: nn.Module, conf: float = 0.25, iou: float = 0.45, max_det: int = 100,
+                 layout: str = "ours"):
         super().__init__()
         self.detector = detector
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.layout = layout  # of the detector's output, which is returned as is; NMS reads it as ours
 
     def forward(self, x):
-        pred = self.detector(x)
+        from .layouts import to_ours
+
+        out = self.detector(x)
+        pred = to_ours(out, self.layout)
         n, nc = pred.shape[1], pred.shape[2] - 4
         xy, wh = pred[..., :2], pred[..., 2:4]
         boxes = torch.cat([xy - wh / 2, xy + wh / 2], -1).float()
@@ -102,7 +107,7 @@ class EndToEndNMS(nn.Module):
         det_boxes = torch.index_select(boxes.reshape(-1, 4), 0, flat)
         det_scores = torch.index_select(scores.reshape(-1), 0, flat * nc + ci)
         dets = torch.cat([bi.unsqueeze(1).float(), det_boxes, ci.unsqueeze(1).float(), det_scores.unsqueeze(1)], 1)
-        return pred, dets
+        return out, dets
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -225,7 +230,9 @@ def _sorted_dets(d: np.ndarray) -> np.ndarray:
     return d[order]
 
 
-def _metadata(det, hw, batch, dynamic, half, nms, source) -> dict[str, str]:
+def _metadata(det, hw, batch, dynamic, half, nms, source, layout="ours") -> dict[str, str]:
+    from .layouts import DESCRIPTIONS
+
     return {
         "producer": "yolo_prune",
         "family": str(getattr(det, "family", "")),
@@ -239,14 +246,17 @@ def _metadata(det, hw, batch, dynamic, half, nms, source) -> dict[str, str]:
         "half": json.dumps(bool(half)),
         "nms": json.dumps(bool(nms)),
         "task": "detect",
-        "output0": "(batch, boxes, 4+nc): cx, cy, w, h in input pixels, then class scores 0..1",
+        "output0": DESCRIPTIONS[layout],
+        "layout": layout,
         "source": source,
     }
 
 
-def _pin_output_dims(proto, static_shape, channels: int) -> None:
+def _pin_output_dims(proto, static_shape, channels: int, channel_axis: int = 2) -> None:
     """The tracer leaves known dims symbolic ('Concatoutput0_dim_1'); write the real sizes into the graph."""
-    fixed = {OUTPUT_NAME: list(static_shape) if static_shape else [None, None, channels],
+    dynamic = [None, None, None]
+    dynamic[channel_axis] = channels
+    fixed = {OUTPUT_NAME: list(static_shape) if static_shape else dynamic,
              NMS_OUTPUT_NAME: [None, 7]}
     for v in proto.graph.output:
         dims = v.type.tensor_type.shape.dim
@@ -271,13 +281,15 @@ def _io_desc(values) -> list[dict]:
 def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = False, opset: int = 17,
                 half: bool = False, simplify: bool = False, nms: bool = False, device="cpu",
                 nms_conf: float = 0.25, nms_iou: float = 0.45, max_det: int = 100, providers=None,
-                weights=None, verbose: bool = True) -> dict:
+                weights=None, verbose: bool = True, layout: str | None = None) -> dict:
     """Export a Detector (or any file ``yolo_prune.models.load`` reads) to ONNX, verify it, write the sidecar.
 
     ``out`` is written only after verification passed (temp file + rename); its folder is created.
     ``half`` needs ``device="cuda"``: the model is traced in fp16 and verified with onnxruntime's CUDA provider.
     ``providers``: onnxruntime providers for the verification run (default: the CPU).
     ``weights``: darknet ``.weights`` for a ``.cfg`` path (passed to ``yolo_prune.models.load``).
+    ``layout``: ``output0`` as ours, ultralytics' or yolov5's (see ``export.layouts``; None: the family's own
+    convention), verified against PyTorch in that layout and recorded in the metadata and the sidecar.
     Returns the report that is also written to ``<out>.json``.
     """
     import onnx
@@ -310,6 +322,12 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
         raise ExportError(f"--device {device} was requested but torch sees no CUDA device")
 
     det, source = _resolve_model(model_or_path, device=dev, weights=weights)
+    from .layouts import DESCRIPTIONS, LayoutModel, check_layout, to_ours
+    try:
+        layout = check_layout(layout, det)
+    except ValueError as e:
+        raise ExportError(f"{source}: {e}") from e
+    channel_axis = 1 if layout == "ultralytics" else 2
     hw = _imgsz_hw(imgsz)
     max_stride = max(det.strides) if det.strides else 32
     if hw[0] % max_stride or hw[1] % max_stride:
@@ -323,7 +341,8 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
     torch_half = half and dev.type == "cuda"
     if torch_half:
         model = model.half()
-    wrapped = EndToEndNMS(model, nms_conf, nms_iou, max_det).eval() if nms else model
+    core = model if layout == "ours" else LayoutModel(model, layout).eval()
+    wrapped = EndToEndNMS(core, nms_conf, nms_iou, max_det, layout).eval() if nms else core
 
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(batch, 3, *hw, generator=gen).to(dev)
@@ -335,16 +354,23 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
             raise ExportError(f"{source}: the model failed on a {batch}x3x{hw[0]}x{hw[1]} input: "
                               f"{type(e).__name__}: {e}") from e
     ref_outputs = ref_outputs if isinstance(ref_outputs, tuple) else (ref_outputs,)
-    if not isinstance(ref_outputs[0], torch.Tensor) or ref_outputs[0].ndim != 3 or \
-            ref_outputs[0].shape[-1] != 4 + len(det.names):
-        found = type(ref_outputs[0]).__name__ if not isinstance(ref_outputs[0], torch.Tensor) else \
-            tuple(ref_outputs[0].shape)
+    ours_ref = to_ours(ref_outputs[0], layout) if isinstance(ref_outputs[0], torch.Tensor) else ref_outputs[0]
+    if not isinstance(ours_ref, torch.Tensor) or ours_ref.ndim != 3 or ours_ref.shape[-1] != 4 + len(det.names):
+        found = type(ours_ref).__name__ if not isinstance(ours_ref, torch.Tensor) else tuple(ours_ref.shape)
         raise ExportError(f"{source}: eval forward must return (B, N, 4+nc={4 + len(det.names)}), found {found}")
+    if layout != "ours":  # the layout is a faithful rearrangement of the Detector's own output
+        with torch.no_grad():
+            direct = model(example_in).float()
+        if not _within_tolerance(ours_ref.float().cpu().numpy(), direct.cpu().numpy(), half):
+            a, r = diff_stats(ours_ref.float().cpu().numpy(), direct.cpu().numpy())
+            raise ExportError(f"{source}: layout {layout} read back as ours differs from the Detector's output "
+                              f"(max abs {a:.3g}, rel {r:.3g})")
 
     output_names = [OUTPUT_NAME] + ([NMS_OUTPUT_NAME] if nms else [])
     dynamic_axes = None
     if dynamic:
-        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 1: "boxes"}}
+        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                        OUTPUT_NAME: {0: "batch", 3 - channel_axis: "boxes"}}
     if nms:
         dynamic_axes = dict(dynamic_axes or {})
         dynamic_axes[NMS_OUTPUT_NAME] = {0: "num_detections"}
@@ -370,8 +396,9 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
                               "constants; keep the whole eval forward in tensor ops")
         if simplify:
             proto = _slim(proto, source)
-        _pin_output_dims(proto, None if dynamic else tuple(ref_outputs[0].shape), 4 + len(det.names))
-        for k, v in _metadata(det, hw, batch, dynamic, half, nms, source).items():
+        _pin_output_dims(proto, None if dynamic else tuple(ref_outputs[0].shape),
+                         int(ref_outputs[0].shape[channel_axis]), channel_axis)
+        for k, v in _metadata(det, hw, batch, dynamic, half, nms, source, layout).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = k, v
         proto.producer_name = "yolo_prune"
@@ -440,7 +467,8 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
         "strides": [int(s) for s in det.strides],
         "inputs": inputs,
         "outputs": outputs,
-        "layout": {OUTPUT_NAME: "(batch, boxes, 4+nc): cx, cy, w, h in input pixels, then class scores 0..1",
+        "output_layout": layout,
+        "layout": {OUTPUT_NAME: DESCRIPTIONS[layout],
                    **({NMS_OUTPUT_NAME: "(K, 7): batch_index, x1, y1, x2, y2, class, score; per-class NMS"}
                       if nms else {})},
         "opset": opset,

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .layouts import LAYOUTS, to_ours
+
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -140,6 +142,11 @@ class OrtDetector:
         strides = self.meta.get("strides") or _json_prop(props, "strides", self.path) or []
         self.strides = tuple(int(s) for s in strides)
         self.family = self.meta.get("family") or props.get("family", "")
+        # output0 layout (export.layouts): read back as ours, so every layout scores and benchmarks the same
+        self.layout = self.meta.get("output_layout") or props.get("layout") or "ours"
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"{self.path}: output layout {self.layout!r} unknown (expected one of "
+                             f"{', '.join(LAYOUTS)})")
         self.device = torch.device("cpu")
 
     @property
@@ -159,7 +166,7 @@ class OrtDetector:
         return self
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        return to_ours(self.session.run([self.output_name], {self.input_name: x})[0], self.layout)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:

@@ -37,6 +37,9 @@ def build_from_spec(spec: dict, source: str = "spec") -> Detector:
     if spec.get("layers") is not None and not isinstance(spec["layers"], dict):
         raise ModelSpecError(f"{source}: spec field 'layers' expected a mapping, found {type(spec['layers']).__name__}")
     names = spec.get("names")
+    from .. import offline
+
+    offline.apply()  # before the family builder imports ultralytics
     det = _builder(spec["family"], source)(spec["base"], nc=spec.get("nc"), names=names, source=source)
     if spec.get("layers"):
         apply_layers(det, spec["layers"], source=source)
@@ -53,6 +56,9 @@ def load(path_or_cfg, nc: int | None = None, device="cpu", weights: str | os.Pat
     * ``*.cfg`` (+ optional ``weights=*.weights``) or ``*.weights`` with a ``.cfg`` of the same stem beside it:
       darknet.
     """
+    from .. import offline
+
+    offline.apply()  # before anything below imports ultralytics
     p = Path(path_or_cfg)
     suffix = p.suffix.lower()
     if suffix in {".yaml", ".yml"}:

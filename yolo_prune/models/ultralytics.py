@@ -24,7 +24,56 @@ from .validate import ModelSpecError, check_int, check_yaml_architecture, dry_ru
     read_yaml_file
 
 __all__ = ["UltralyticsDetector", "load_yaml_model", "resolve_model_yaml", "build_ultralytics",
-           "load_ultralytics_pt", "save_ultralytics_pt"]
+           "load_ultralytics_pt", "save_ultralytics_pt", "PRUNED_MARKER", "pruned_marker", "mark_pruned",
+           "unmark_pruned"]
+
+# Key in a pruned model's ``yaml`` dict (it travels inside every ultralytics checkpoint: ours, and the best.pt /
+# last.pt that ultralytics' trainer writes from it). Ultralytics' own trainer rebuilds a model from its yaml and
+# copies only the weights whose shapes match, which silently trains a pruned model at full width. A marked yaml
+# carries ``scale: <PRUNED_SCALE>``, a scale no yaml defines, so that rebuild fails at once with a KeyError whose
+# text says what to do; the real scale is kept under the marker. Predict/val/export never rebuild, so they work.
+# ``PrunedTrainer`` never rebuilds either; our loader restores the scale before building.
+PRUNED_MARKER = "yolo_prune_pruned"
+PRUNED_SCALE = ("PRUNED by yolo_prune: ultralytics' default trainer would rebuild this model from its yaml at "
+                "full width. Train it with YOLO(p).train(trainer=yolo_prune.integrations.ultralytics.PrunedTrainer,"
+                " ...) or `yolo-prune finetune --engine ultralytics`")
+
+
+def pruned_marker(yaml_dict) -> dict | None:
+    """The marker of a pruned model's yaml ({"scale": real scale, "trainer": ..., "params": ...}) or None."""
+    m = yaml_dict.get(PRUNED_MARKER) if isinstance(yaml_dict, dict) else None
+    return m if isinstance(m, dict) else None
+
+
+def mark_pruned(model: nn.Module) -> None:
+    """Mark ``model.yaml`` (a DetectionModel's) as pruned, see PRUNED_MARKER. Idempotent."""
+    y = dict(model.yaml)
+    if pruned_marker(y) is None:
+        y[PRUNED_MARKER] = {"scale": y.get("scale"), "params": int(sum(p.numel() for p in model.parameters())),
+                            "trainer": "yolo_prune.integrations.ultralytics.PrunedTrainer"}
+    y["scale"] = PRUNED_SCALE
+    model.yaml = y
+
+
+def unmark_pruned(yaml_dict: dict) -> dict:
+    """A copy of a model yaml with the pruned marker removed and its real scale restored."""
+    m = pruned_marker(yaml_dict)
+    if m is None:
+        return yaml_dict
+    y = {k: v for k, v in yaml_dict.items() if k != PRUNED_MARKER}
+    if m.get("scale") is None:
+        y.pop("scale", None)
+    else:
+        y["scale"] = m["scale"]
+    return y
+
+
+def widths_differ_from_yaml(model: nn.Module) -> bool:
+    """True when a DetectionModel's layer shapes are not what its yaml builds (it was pruned)."""
+    from .spec import record_layers
+
+    fresh = build_ultralytics(unmark_pruned(model.yaml), source="model yaml")
+    return record_layers(fresh.model) != record_layers(model)
 
 
 class UltralyticsDetector(Detector):
@@ -60,6 +109,9 @@ class UltralyticsDetector(Detector):
 
 # ----------------------------------------------------------------------------------------------- yaml models
 def _packaged_cfg_dir() -> Path:
+    from .. import offline
+
+    offline.apply()
     import ultralytics
     return Path(ultralytics.__file__).parent / "cfg" / "models"
 
@@ -139,11 +191,15 @@ def _default_args(extra: dict | None = None):
 
 def build_ultralytics(base: dict, nc: int | None = None, names=None, source: str = "") -> UltralyticsDetector:
     """Build (random weights, offline) from an ultralytics model yaml dict that includes its ``scale``."""
+    from .. import offline
+
+    offline.apply()
     from ultralytics.nn.tasks import DetectionModel, parse_model
 
     source = source or "ultralytics yaml"
     if not isinstance(base, dict):
         raise ValueError(f"{source}: expected the model yaml as a dict, found {type(base).__name__}")
+    base = unmark_pruned(base)  # the recorded layer widths, applied by the caller, carry the pruning
     _check_ultralytics_yaml(base, source)
     names = _names_dict(names, source)
     if names is not None:
@@ -188,6 +244,9 @@ def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
     from .spec import apply_layers, record_layers
     from .validate import walk_plain
 
+    from .. import offline
+
+    offline.apply()
     path = Path(path)
     ckpt = allow_list_load(path, ultralytics_policy)
     src = _ema_or_model(ckpt)
@@ -199,7 +258,7 @@ def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
     names = src.__dict__.get("names")
     if names is not None:
         walk_plain(names, str(path), "names")
-    det = build_ultralytics(src.yaml, names=names, source=str(path))
+    det = build_ultralytics(unmark_pruned(src.yaml), names=names, source=str(path))
     apply_layers(det.model, record_layers(src), source=str(path))  # pruned widths, if any
     state = src.state_dict()
     fresh = det.model.state_dict()
@@ -220,11 +279,16 @@ def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
 
 def save_ultralytics_pt(detector: UltralyticsDetector, path: str | os.PathLike, half: bool = False,
                         train_args: dict | None = None) -> Path:
-    """Write a checkpoint ``ultralytics.YOLO(path)`` opens for predict/val, pruned widths included.
+    """Write a checkpoint ``ultralytics.YOLO(path)`` opens for predict/val/export, pruned widths included.
 
     The file pickles the ultralytics model classes (that is ultralytics' format) and nothing of ours; the write is
-    atomic and is checked to hold only globals our allow-list loader accepts.
+    atomic and is checked to hold only globals our allow-list loader accepts. A pruned model's yaml is marked (see
+    PRUNED_MARKER) so that ultralytics' default trainer refuses it loudly instead of rebuilding it at full width;
+    train it with ``yolo_prune.integrations.ultralytics.PrunedTrainer``.
     """
+    from .. import offline
+
+    offline.apply()
     import ultralytics
 
     from .safe_pickle import is_allowed, pickle_globals, ultralytics_policy
@@ -245,6 +309,9 @@ def save_ultralytics_pt(detector: UltralyticsDetector, path: str | os.PathLike, 
     if hasattr(model, "criterion"):
         model.criterion = None
     model.names = dict(detector.names)
+    model.yaml = unmark_pruned(model.yaml)
+    if widths_differ_from_yaml(model):
+        mark_pruned(model)
     if half:
         model.half()
     args = dict(vars(model.args)) if hasattr(model, "args") and not isinstance(model.args, dict) else \
@@ -268,6 +335,8 @@ def save_ultralytics_pt(detector: UltralyticsDetector, path: str | os.PathLike, 
         "train_metrics": {},
         "train_results": {},
     }
+    if pruned_marker(model.yaml) is not None:
+        ckpt[PRUNED_MARKER] = dict(pruned_marker(model.yaml))  # for readers that look at the dict, not the model
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -23,7 +23,7 @@ from .validate import YOLOV5_LAYERS, ModelSpecError, check_int, check_yaml_archi
     limits
 
 __all__ = ["Conv", "Bottleneck", "C3", "SPPF", "SPP", "Focus", "Concat", "Detect", "DetectionModel",
-           "YoloV5Detector", "build_yolov5", "load_yolov5_pt", "PICKLE_CLASSES"]
+           "YoloV5Detector", "build_yolov5", "load_yolov5_pt", "PICKLE_CLASSES", "save_yolov5_pt"]
 
 
 def autopad(k, p=None, d=1):
@@ -390,6 +390,9 @@ def load_yolov5_pt(path: str | os.PathLike) -> YoloV5Detector:
     # yolov5 < v6 stored the derived anchor_grid as a buffer; it is recomputed from anchors and strides
     state = {k: v for k, v in src.state_dict().items() if not k.endswith(".anchor_grid")}
     det = build_yolov5(cfg, names=names, source=str(path))
+    from .spec import apply_layers, record_layers
+
+    apply_layers(det.model, record_layers(src), source=str(path))  # pruned widths (save_yolov5_pt), if any
     fresh = det.model.state_dict()
     mismatched = [k for k in fresh if k not in state or state[k].shape != fresh[k].shape]
     extra = [k for k in state if k not in fresh]
@@ -401,3 +404,79 @@ def load_yolov5_pt(path: str | os.PathLike) -> YoloV5Detector:
     det.strides = tuple(int(s) for s in m.stride.tolist())
     det.anchors = (m.anchors * m.stride.view(-1, 1, 1)).detach().clone()
     return det.eval()
+
+
+# ----------------------------------------------------------------------------------------------- writing
+# our classes -> the names the yolov5 repo defines them under (``Model`` exists in every version from v6.0 on; v6.2+
+# defines it as an alias of DetectionModel)
+_YOLOV5_NAMES = {**{cls: ("models.common", name) for name, cls in _BLOCKS.items() if cls is not Detect},
+                 Detect: ("models.yolo", "Detect"), DetectionModel: ("models.yolo", "Model")}
+
+
+def _yolov5_pickle_module():
+    """A pickle module for torch.save whose Pickler writes our classes under their yolov5 repo names."""
+    import pickle
+    import types
+
+    class Yolov5Pickler(pickle._Pickler):  # the Python pickler: its save_global can be overridden
+        def save_global(self, obj, name=None):
+            target = _YOLOV5_NAMES.get(obj) if isinstance(obj, type) else None
+            if target is None:
+                return super().save_global(obj, name)
+            module, qualname = target
+            if self.proto >= 4:
+                self.save(module)
+                self.save(qualname)
+                self.write(pickle.STACK_GLOBAL)
+            else:
+                self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode("ascii"))
+            self.memoize(obj)
+
+    mod = types.ModuleType("yolov5_pickle")
+    mod.__dict__.update({k: getattr(pickle, k) for k in dir(pickle) if not k.startswith("__")})
+    mod.Pickler = Yolov5Pickler
+    return mod
+
+
+def save_yolov5_pt(detector, path: str | os.PathLike) -> Path:
+    """Write a checkpoint the yolov5 repo's val.py / detect.py / export.py load unchanged, pruned widths included.
+
+    The pickle references only ``models.common`` / ``models.yolo`` classes (yolov5 v6/v7 attribute layout: Detect
+    with ``grid``/``anchor_grid`` lists and ``stride``, layers wired by ``f``/``i``, ``Model.save``/``yaml``/
+    ``names``/``stride``) plus torch layers and tensors, so ``yolo_prune.models.load`` reads it back through the
+    allow-list. Written atomically; refuses models that hold anything else (e.g. CompensatedConv2d).
+    """
+    from datetime import datetime, timezone
+
+    from ..io import atomic_write
+    from .safe_pickle import is_allowed, pickle_globals, yolov5_policy
+
+    if getattr(detector, "family", None) != "yolov5":
+        raise ValueError(f"{path}: save_yolov5_pt needs a legacy yolov5 Detector, found family "
+                         f"{getattr(detector, 'family', type(detector).__name__)!r}")
+    path = Path(path)
+    model = copy.deepcopy(detector.model).cpu().float().eval()
+    for m in model.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            hooks = getattr(m, attr, None)
+            if hooks:
+                hooks.clear()
+        if isinstance(m, Detect):  # the attributes yolov5's Detect.forward / BaseModel._apply expect
+            m.grid = [torch.empty(0) for _ in range(m.nl)]
+            m.anchor_grid = [torch.empty(0) for _ in range(m.nl)]
+    model.names = dict(detector.names)
+    model.nc = detector.nc  # val.py reads model.nc
+    for q in model.parameters():  # as yolov5's strip_optimizer leaves a final checkpoint
+        q.requires_grad_(False)
+    ckpt = {"epoch": -1, "best_fitness": None, "model": model, "ema": None, "updates": None, "optimizer": None,
+            "opt": None, "git": None, "date": datetime.now(timezone.utc).isoformat()}
+
+    def _write(tmp):
+        torch.save(ckpt, tmp, pickle_module=_yolov5_pickle_module())
+        found = pickle_globals(tmp)
+        refused = sorted(g for g in found if not is_allowed(g, yolov5_policy) or g.startswith("yolo_prune"))
+        if refused:
+            raise ValueError(f"{path}: the model holds objects yolov5 cannot load ({refused[:5]}); nothing was "
+                             "written")
+
+    return atomic_write(path, _write)

@@ -8,7 +8,7 @@ import yaml
 from ..io import atomic_write_json
 from ..models import load
 from ..models.checkpoint import save
-from ..models.spec import CompensatedConv2d
+from ..models.native import write_native
 from ..versions import versions
 from .api import prune_model
 from .plan import PlanError, check_selection
@@ -69,8 +69,9 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
     ``calib`` (data yaml: its train split, or an image folder / list / file; no labels are read): unlabeled
     images for ``compensate="reconstruct"`` and ``criterion="recon"``, ``calib_images`` of them letterboxed to
     ``calib_imgsz``.
-    Ultralytics models also get ``<out>.ultralytics.pt`` (opens with ``ultralytics.YOLO``); darknet models get
-    ``<out>.cfg`` + ``<out>.weights``.
+    Each family's native format goes beside it (``yolo_prune.models.native.write_native``): ultralytics models get
+    ``<out>.ultralytics.pt`` (opens with ``ultralytics.YOLO``), darknet models ``<out>.cfg`` + ``<out>.weights``,
+    legacy yolov5 models ``<out>.yolov5.pt`` (the yolov5 repo's val.py / detect.py / export.py open it).
     """
     out = Path(out)
     if out.suffix != ".pt":
@@ -125,28 +126,16 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
             "versions": versions()}
     report = {"weights": str(weights), "out": str(out), "family": det.family, **report, "meta": meta}
     out.parent.mkdir(parents=True, exist_ok=True)
-    extra_files = []
     save(det, out, meta=meta)
+    extra_files = []
     try:
-        if det.family == "ultralytics":
-            if any(isinstance(m, CompensatedConv2d) for m in det.modules()):
-                report["ultralytics_pt"] = None
-                report["notes"] = ["exact compensation adds CompensatedConv2d layers, which ultralytics cannot "
-                                   "load without yolo_prune; no .ultralytics.pt written (use compensate=bias)"]
-            else:
-                from ..models.ultralytics import save_ultralytics_pt
-                p = out.with_suffix(".ultralytics.pt")
-                save_ultralytics_pt(det, p)
-                extra_files.append(p)
-                report["ultralytics_pt"] = str(p)
-        elif det.family == "darknet":
-            if any(isinstance(m, CompensatedConv2d) for m in det.modules()):
-                report["notes"] = ["exact compensation cannot be expressed in a darknet cfg; no .cfg/.weights "
-                                   "written (use compensate=bias)"]
-            else:
-                from ..models.darknet import write_cfg, write_weights
-                extra_files += [write_cfg(det, out.with_suffix(".cfg")), write_weights(det, out.with_suffix(".weights"))]
-                report["darknet"] = [str(p) for p in extra_files[-2:]]
+        native = write_native(det, out)  # the family's own format beside P.pt (one helper for every stage)
+        extra_files = native["files"]
+        for key in ("ultralytics", "darknet", "yolov5"):
+            if key in native:
+                report["ultralytics_pt" if key == "ultralytics" else key] = native[key]
+        if native["notes"]:
+            report["notes"] = native["notes"]
         atomic_write_json(out.with_suffix(".json"), report)
     except BaseException:
         for p in [out, *extra_files]:

@@ -52,6 +52,19 @@ def _load_teacher(teacher, detector):
     return teacher_model
 
 
+def _with_native(result: dict) -> dict:
+    """Write the family's native files beside best.pt (rank 0 only; see yolo_prune.models.native)."""
+    import os
+
+    from ..models import load
+    from ..models.native import write_native
+
+    best = Path(result.get("best") or "")
+    if int(os.environ.get("RANK", -1)) in (-1, 0) and best.is_file():
+        result["native"] = write_native(load(best), best)
+    return result
+
+
 def sparse_train(weights=None, data=None, out_dir="runs/sparse", overrides: dict | None = None, cfg_file=None,
                  resume_dir=None, teacher=None, hooks: dict[str, list[Callable]] | None = None,
                  nc="auto") -> dict:
@@ -61,25 +74,42 @@ def sparse_train(weights=None, data=None, out_dir="runs/sparse", overrides: dict
     distil from (usually ``weights`` itself, so the network keeps its function while channels fade). ``nc``: 'auto'
     (the data's class count) or N; a model with another class count gets a new class head (models.transfer)."""
     if resume_dir is not None:
-        return resume(resume_dir, hooks=hooks)
+        return _with_native(resume(resume_dir, hooks=hooks))
     if weights is None or data is None:
         raise ValueError("sparse_train: --weights and --data are required unless --resume DIR is given")
     detector = _load_model(weights, data, nc)
     o = overrides or {}
     sparse = float(o.get("sr") or 0) > 0 or o.get("sparsity") == "targeted"
-    return train(detector, data, out_dir=out_dir, overrides=overrides, cfg_file=cfg_file, hooks=hooks,
-                 teacher=_load_teacher(teacher, detector), stage="sparse" if sparse else "train",
-                 teacher_source=None if teacher is None else str(teacher))
+    return _with_native(train(detector, data, out_dir=out_dir, overrides=overrides, cfg_file=cfg_file, hooks=hooks,
+                              teacher=_load_teacher(teacher, detector), stage="sparse" if sparse else "train",
+                              teacher_source=None if teacher is None else str(teacher)))
 
 
 def finetune(weights=None, data=None, out_dir="runs/finetune", overrides: dict | None = None, cfg_file=None,
              resume_dir=None, teacher=None, hooks: dict[str, list[Callable]] | None = None,
-             nc="auto") -> dict:
+             nc="auto", engine: str = "ours") -> dict:
     """Fine-tune a (pruned) checkpoint without sparsity. The Detector is rebuilt from the checkpoint's own spec,
     so its pruned widths are kept. ``teacher``: path of the unpruned model for output distillation. ``nc``: as in
-    ``sparse_train``; the new head keeps the pruned input widths."""
+    ``sparse_train``; the new head keeps the pruned input widths.
+
+    ``engine="ultralytics"``: ultralytics' own trainer with ``PrunedTrainer`` (ultralytics-family models only;
+    ``overrides`` then take ultralytics' argument names). Either way ``out_dir/best.pt`` (ours) and the family's
+    native files beside it are written.
+    """
+    if engine not in ("ours", "ultralytics"):
+        raise ValueError(f"finetune: engine expected 'ours' or 'ultralytics', found {engine!r}")
+    if engine == "ultralytics":
+        for name, value in (("--teacher", teacher), ("--cfg", cfg_file), ("hooks", hooks)):
+            if value:
+                raise ValueError(f"finetune: {name} is supported by --engine ours only (ultralytics' trainer has "
+                                 "its own callbacks and settings)")
+        o = dict(overrides or {})
+        if float(o.pop("sr", 0) or 0) > 0:
+            raise ValueError("finetune: sr must be 0 (fine-tuning recovers accuracy; use sparse_train for sparsity)")
+        from ..integrations.ultralytics import finetune_ultralytics
+        return finetune_ultralytics(weights, data, out_dir=out_dir, overrides=o, resume_dir=resume_dir)
     if resume_dir is not None:
-        return resume(resume_dir, hooks=hooks)
+        return _with_native(resume(resume_dir, hooks=hooks))
     if weights is None or data is None:
         raise ValueError("finetune: --weights and --data are required unless --resume DIR is given")
     overrides = dict(overrides or {})
@@ -87,6 +117,6 @@ def finetune(weights=None, data=None, out_dir="runs/finetune", overrides: dict |
         raise ValueError("finetune: sr must be 0 (fine-tuning recovers accuracy; use sparse_train for sparsity)")
     overrides["sr"] = 0.0
     detector = _load_model(weights, data, nc)
-    return train(detector, data, out_dir=out_dir, overrides=overrides, cfg_file=cfg_file, hooks=hooks,
-                 teacher=_load_teacher(teacher, detector), stage="finetune",
-                 teacher_source=None if teacher is None else str(teacher))
+    return _with_native(train(detector, data, out_dir=out_dir, overrides=overrides, cfg_file=cfg_file, hooks=hooks,
+                              teacher=_load_teacher(teacher, detector), stage="finetune",
+                              teacher_source=None if teacher is None else str(teacher)))

@@ -21,9 +21,10 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--val-max-images", type=int, help="validate on this many val images per epoch")
     p.add_argument("--no-val", action="store_true", help="skip per-epoch validation")
-    p.add_argument("--cfg", help="yaml of training hyperparameters overriding cfg/train.yaml")
+    p.add_argument("--cfg", help="yaml of training hyperparameters overriding the defaults "
+                                  "(yolo_prune/defaults/train.yaml)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="any cfg/train.yaml key, e.g. --set mosaic=0 close_mosaic=2")
+                   help="any training key (yolo_prune/defaults/train.yaml), e.g. --set mosaic=0 close_mosaic=2")
     p.add_argument("--out", required=False, help="run folder (last.pt, best.pt, results.csv, gamma_hist.png)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
 

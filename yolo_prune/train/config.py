@@ -1,4 +1,4 @@
-"""Training hyperparameters: defaults from cfg/train.yaml, overrides checked against them."""
+"""Training hyperparameters: defaults from the package's defaults/train.yaml, overrides checked against them."""
 from __future__ import annotations
 
 import difflib
@@ -6,13 +6,16 @@ from pathlib import Path
 
 import yaml
 
-DEFAULTS_FILE = Path(__file__).resolve().parents[2] / "cfg" / "train.yaml"
+from .. import defaults as _defaults
+
+DEFAULTS_FILE = _defaults.path("train.yaml")  # package data: present in every installation
 
 
 def load_defaults(path=DEFAULTS_FILE) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: training defaults missing (cfg/train.yaml ships with yolo_prune)")
+        raise FileNotFoundError(f"{p}: training defaults missing (yolo_prune/defaults/train.yaml ships with "
+                                "yolo_prune; reinstall the package)")
     return yaml.safe_load(p.read_text()) or {}
 
 

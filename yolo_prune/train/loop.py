@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import offline  # noqa: F401
+from .. import offline
 from ..models import checkpoint as ckpt_io
 from . import config as train_config
 from .ema import ModelEMA, unwrap
@@ -155,11 +155,12 @@ def train(detector, data, epochs: int | None = None, imgsz: int | None = None, b
           resume_state: dict | None = None, teacher_source: str | None = None) -> dict:
     """Train ``detector`` in place on the YOLO dataset described by the data yaml ``data``.
 
-    ``overrides`` are cfg/train.yaml keys (unknown keys raise with a "did you mean"); ``sr`` > 0 turns on the BN-γ
+    ``overrides`` are yolo_prune/defaults/train.yaml keys (unknown keys raise with a "did you mean"); ``sr`` > 0 turns on the BN-γ
     L1 penalty. ``teacher``: a Detector with the same head, for output distillation (weight ``distill_weight``).
     Writes ``out_dir/{last.pt,best.pt,results.csv,gamma_hist.png}`` (rank 0 only); the checkpoints and, at the
     end, ``detector`` itself hold the EMA weights. Returns a summary dict.
     """
+    offline.apply()
     if resume_state is not None:
         cfg = dict(resume_state["cfg"])
     else:
@@ -457,6 +458,7 @@ def _save(detector, ema, optimizer, scaler, cfg, epoch, best_fit, history, gamma
 
 def resume(run_dir, hooks: dict[str, list[Callable]] | None = None, teacher=None) -> dict:
     """Continue the run in ``run_dir`` from its last.pt: model, optimizer, EMA, epoch, LR and sparsity schedule."""
+    offline.apply()
     run_dir = Path(run_dir)
     last = run_dir / "last.pt"
     if not last.is_file():

@@ -1,0 +1,1 @@
+../../tools/benchmark.py

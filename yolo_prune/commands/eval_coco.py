@@ -1,0 +1,1 @@
+../../tools/eval_coco.py

@@ -1,0 +1,1 @@
+../../tools/sparse_train.py

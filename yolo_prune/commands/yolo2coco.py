@@ -1,0 +1,1 @@
+../../tools/yolo2coco.py
