@@ -1,6 +1,5 @@
 """INT8 quantization of exported detectors: end to end on tiny models, closeness to fp32, eval, bad inputs."""
 import json
-import subprocess
 import sys
 
 import cv2
@@ -169,17 +168,21 @@ def test_calibration_folder_and_bad_calibration_sources(tiny_onnx, tmp_path):
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_quantize_tool_with_latency_check_and_error_exit(tiny_onnx, tmp_path):
+def test_quantize_tool_with_latency_check_and_error_exit(tiny_onnx, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import quantize as tool
+    finally:
+        sys.path.pop(0)
     _write_images(tmp_path / "imgs", 4, size=64)
     out = tmp_path / "t.int8.onnx"
-    cmd = [sys.executable, str(ROOT / "tools" / "quantize.py"), "--weights", str(tiny_onnx), "--calib",
-           str(tmp_path / "imgs"), "--calib-images", "4", "--keep-fp32", "none", "--threads", "1", "--out", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert "wrote" in r.stdout and out.is_file()
+    args = ["--weights", str(tiny_onnx), "--calib", str(tmp_path / "imgs"), "--calib-images", "4", "--keep-fp32",
+            "none", "--threads", "1", "--out", str(out)]
+    assert tool.main(args) == 0
+    assert "wrote" in capsys.readouterr().out and out.is_file()
     side = json.loads((tmp_path / "t.int8.onnx.json").read_text())["quantization"]
     assert side["latency_check"] is True
     assert all(k["int8_ms"] > k["fp32_ms"] for k in side["kept_for_latency"])
-    bad = subprocess.run(cmd[:4] + ["--calib", str(tmp_path / "none")] + cmd[6:], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --calib") and "not found" in bad.stderr
+    assert tool.main(args[:2] + ["--calib", str(tmp_path / "none")] + args[4:]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --calib") and "not found" in err and len(err.splitlines()) == 1
