@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Issue 14 figures on this CPU (ORT-CPU, 1 thread, batch 1, 640): latency-targeted pruning vs --target-macs 0.5
+# --round-to 16 for yolov5n and yolov8n, and INT8 (QDQ) on top of the pruned and the unpruned yolov5n.
+#   flock /tmp/yolo_prune_cpu.lock bash benchmarks/int8_latency.sh [OUT]      (python: $PYTHON, default python)
+# Writes OUT/summary.md (+ every tool's own output); timings are compared as ratios within one benchmark run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/bench/int8_latency}
+PY=${PYTHON:-python}
+S=${YOLO_PRUNE_SHARED:-../shared}
+mkdir -p "$OUT"
+P="$OUT/models"; mkdir -p "$P"
+log() { echo "== $*" | tee -a "$OUT/log.txt"; }
+run() { log "$*"; "$@" 2>&1 | grep -v Warning | tee -a "$OUT/log.txt" | tail -n 25; }
+
+# --- prune: MACs target with the hand-found multiple, and the measured latency target
+run $PY tools/prune.py --weights "$S/weights/yolov5n.pt" --target-macs 0.5 --round-to 16 --imgsz 640 --out "$P/v5n_m50_r16.pt"
+run $PY tools/prune.py --weights "$S/weights/yolov5n.pt" --target-latency 0.5 --backend ort-cpu --threads 1 --imgsz 640 \
+    --latency-cache "$OUT/latency_cache" --out "$P/v5n_lat50.pt"
+run $PY tools/prune.py --weights yolov8n.yaml --criterion l1 --target-macs 0.5 --round-to 16 --imgsz 640 --out "$P/v8n_m50_r16.pt"
+run $PY tools/prune.py --weights yolov8n.yaml --criterion l1 --target-latency 0.5 --backend ort-cpu --threads 1 --imgsz 640 \
+    --latency-cache "$OUT/latency_cache" --out "$P/v8n_lat50.pt"
+
+# --- export (static 640, batch 1)
+run $PY tools/export_onnx.py --weights "$S/weights/yolov5n.pt" --imgsz 640 --out "$P/v5n.onnx"
+run $PY tools/export_onnx.py --weights yolov8n.yaml --imgsz 640 --out "$P/v8n.onnx"
+for m in v5n_m50_r16 v5n_lat50 v8n_m50_r16 v8n_lat50; do
+    run $PY tools/export_onnx.py --weights "$P/$m.pt" --imgsz 640 --out "$P/$m.onnx"
+done
+
+# --- INT8 on top: calibration on 32 coco128 train images, measured sensitivity + latency passes
+for m in v5n v5n_m50_r16; do
+    run $PY tools/quantize.py --weights "$P/$m.onnx" --calib "$S/coco128/images/train2017" --calib-images 32 \
+        --sensitivity-images 4 --keep-fp32 auto --threads 1 --out "$P/$m.int8.onnx"
+done
+
+# --- mAP (coco128 val2017, 640, pycocotools) of fp32 and int8
+for m in v5n v5n.int8 v5n_m50_r16 v5n_m50_r16.int8; do
+    run $PY tools/eval_coco.py --weights "$P/$m.onnx" --images "$S/coco128/images/val2017" \
+        --ann "$S/coco128/annotations/instances_val2017.json" --imgsz 640 --batch 1 --out "$OUT/eval_$m"
+done
+
+# --- latency: every model round-robin in one run, 1 thread, with onnxruntime's op profile
+run $PY tools/benchmark.py --weights "$P/v5n.onnx" "$P/v5n_m50_r16.onnx" "$P/v5n_lat50.onnx" "$P/v5n.int8.onnx" \
+    "$P/v5n_m50_r16.int8.onnx" "$P/v8n.onnx" "$P/v8n_m50_r16.onnx" "$P/v8n_lat50.onnx" --imgsz 640 --batch 1 \
+    --runs 40 --warmup 5 --backends ort-cpu --threads 1 --op-profile --out "$OUT/bench"
+{
+    echo "# issue 14 figures"; echo
+    cat "$OUT/bench/bench.md"; echo
+    for m in v5n v5n.int8 v5n_m50_r16 v5n_m50_r16.int8; do
+        echo "- mAP $m: $($PY -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d.get('mAP50-95', -1), 4), round(d.get('mAP50', -1), 4))" "$OUT/eval_$m/metrics.json")"
+    done
+    echo; cat "$OUT/bench/ops.md"
+} > "$OUT/summary.md"
+log "wrote $OUT/summary.md"
