@@ -186,3 +186,29 @@ def test_quantize_tool_with_latency_check_and_error_exit(tiny_onnx, tmp_path, ca
     assert tool.main(args[:2] + ["--calib", str(tmp_path / "none")] + args[4:]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --calib") and "not found" in err and len(err.splitlines()) == 1
+
+
+def test_trt_target_is_symmetric_int8_and_benchmark_skips_trt_without_gpu(tiny_onnx, synthetic, tmp_path):
+    from onnx import numpy_helper
+
+    from yolo_prune.export.benchmark import run_benchmark
+
+    out = tmp_path / "m.trt.onnx"
+    rep = quantize_onnx(tiny_onnx, out, synthetic, calib_images=4, keep_fp32="decode", latency_check=False,
+                        target="trt", verbose=False)
+    assert rep["activation_type"] == "int8" and rep["per_channel"] is True
+    q = onnx.load(str(out))
+    inits = {i.name: i for i in q.graph.initializer}
+    zps = [numpy_helper.to_array(inits[n.input[2]]) for n in q.graph.node
+           if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)  # TensorRT wants zero points of 0
+    assert _run(out, _fixed_input(synthetic)).shape == _run(tiny_onnx, _fixed_input(synthetic)).shape
+    with pytest.raises(ValueError, match="--trt-int8 needs --calib"):
+        run_benchmark([str(tiny_onnx)], imgsz=64, backends=("ort-trt",), trt_int8=True, out=tmp_path / "b")
+    import torch
+    if not torch.cuda.is_available():
+        rows = run_benchmark([str(tiny_onnx)], imgsz=64, runs=2, warmup=0, backends=("ort-cpu", "ort-trt"),
+                             trt_int8=True, calib=synthetic, out=tmp_path / "b")
+        trt = [r for r in rows if r["backend"] == "ort-trt"]
+        assert trt and trt[0]["status"] == "skipped" and "GPU" in trt[0]["reason"] or "not in this" in trt[0]["reason"]
+        assert not list((tmp_path / "b").rglob("*.trt-int8.onnx"))  # nothing quantized for a backend that cannot run

@@ -230,7 +230,7 @@ def _quant_types():
 
 
 def _static_quantize(src: Path, dst: Path, reader, cache: Path, per_channel: bool, exclude: list[str],
-                     op_types, calibrate_method: str, reduce_range: bool) -> None:
+                     op_types, calibrate_method: str, reduce_range: bool, target: str = "cpu") -> None:
     import logging
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
@@ -243,11 +243,13 @@ def _static_quantize(src: Path, dst: Path, reader, cache: Path, per_channel: boo
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the "consider pre-processing" hint: we did
     try:
-        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        reduce_range=reduce_range, activation_type=qt.QUInt8, weight_type=qt.QInt8,
-                        op_types_to_quantize=list(op_types), nodes_to_exclude=list(exclude),
+        # CPU: uint8 activations (MLAS' u8s8 kernels); TensorRT: symmetric int8 everywhere (zero point 0)
+        trt = target == "trt"
+        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel or trt,
+                        reduce_range=reduce_range, activation_type=qt.QInt8 if trt else qt.QUInt8,
+                        weight_type=qt.QInt8, op_types_to_quantize=list(op_types), nodes_to_exclude=list(exclude),
                         calibrate_method=method, calibration_cache_path=str(cache),
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True})
     finally:
         logging.getLogger().setLevel(level)
 
@@ -279,7 +281,8 @@ def _parse_keep(keep_fp32) -> tuple[str, object]:
 def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool = False, fmt: str = "qdq",
                   keep_fp32="auto", sensitivity_images: int = 8, op_types=DEFAULT_OP_TYPES,
                   calibrate_method: str = "minmax", reduce_range: bool = False, latency_check: bool = True,
-                  imgsz: int | None = None, threads: int | None = None, verbose: bool = True) -> dict:
+                  imgsz: int | None = None, threads: int | None = None, verbose: bool = True,
+                  target: str = "cpu") -> dict:
     """Quantize the fp32 ONNX detector ``weights`` to INT8 (QDQ) at ``out``; returns the report, also written into
     ``out``'s sidecar json.
 
@@ -289,7 +292,8 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
     None/0 (quantize every unit). ``latency_check``: profile the fp32 and the int8 model per unit on the CPU
     provider (1 thread unless ``threads``) and also keep fp32 the units whose int8 kernels are slower (on CPUs
     without VNNI, e.g. a 3-channel first conv or an int8 SiLU can be). ``imgsz`` is only needed for a dynamic-shape export (default 640).
-    Nothing is written unless the whole run succeeds.
+    ``target``: 'cpu' (uint8 activations, int8 weights) or 'trt' (symmetric int8, per-channel weights: what
+    TensorRT's explicit quantization accepts). Nothing is written unless the whole run succeeds.
     """
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -307,6 +311,8 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
         raise QuantizeError(f"--out {out}: expected a path ending in .onnx")
     if out.resolve() == src.resolve():
         raise QuantizeError(f"--out {out}: must differ from --weights")
+    if target not in ("cpu", "trt"):
+        raise QuantizeError(f"target: expected cpu or trt, found {target!r}")
     if fmt not in FORMATS:
         raise QuantizeError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
     if calibrate_method not in CALIBRATE_METHODS:
@@ -349,7 +355,7 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
         def quantize_excluding(names: list[str], dst: Path) -> float:
             exclude = [n for u in names for n in units.get(u, ())]
             _static_quantize(pre, dst, reader, cache, per_channel, exclude, op_types, calibrate_method,
-                             reduce_range)
+                             reduce_range, target)
             return _mean_error(refs, _run_all(dst, sens_feeds, threads))
 
         trial = tmp / "trial.onnx"
@@ -386,7 +392,8 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
         q = onnx.load(str(final))
         props = {p.key: p.value for p in proto.metadata_props}
         props.update({p.key: p.value for p in q.metadata_props if p.key not in props})
-        props["quantization"] = json.dumps({"format": fmt, "activation": "uint8", "weight": "int8"})
+        props["quantization"] = json.dumps({"format": fmt, "activation": "int8" if target == "trt" else "uint8",
+                                            "weight": "int8", "target": target})
         onnx.helper.set_model_props(q, props)
         n_q = sum(n.op_type == "QuantizeLinear" for n in q.graph.node)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -394,8 +401,9 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
         onnx.save(q, str(part))
 
     report = {
-        "format": fmt, "per_channel": per_channel, "reduce_range": reduce_range, "activation_type": "uint8",
-        "weight_type": "int8", "calibrate_method": calibrate_method, "op_types": list(op_types),
+        "format": fmt, "per_channel": per_channel or target == "trt", "reduce_range": reduce_range,
+        "activation_type": "int8" if target == "trt" else "uint8",
+        "weight_type": "int8", "target": target, "calibrate_method": calibrate_method, "op_types": list(op_types),
         "calib": str(calib), "calib_images": len(paths), "calib_batches": len(reader),
         "calib_skipped": reader.skipped, "sensitivity_images": sum(f[inp.name].shape[0] for f in sens_feeds),
         "input_hw": list(hw), "keep_fp32": keep_fp32 if isinstance(keep_fp32, (str, int, type(None))) else
