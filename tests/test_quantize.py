@@ -212,3 +212,23 @@ def test_trt_target_is_symmetric_int8_and_benchmark_skips_trt_without_gpu(tiny_o
         trt = [r for r in rows if r["backend"] == "ort-trt"]
         assert trt and trt[0]["status"] == "skipped" and "GPU" in trt[0]["reason"] or "not in this" in trt[0]["reason"]
         assert not list((tmp_path / "b").rglob("*.trt-int8.onnx"))  # nothing quantized for a backend that cannot run
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, yolov5n_pt):
+    """benchmarks/gpu_check.sh at toy sizes: without a GPU every GPU backend is skipped with its reason."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHON": sys.executable, "IMGSZ": "64", "BATCHES": "1", "RUNS": "2", "WARMUP": "0",
+           "CALIB": str(yolov5n_pt.parents[1] / "coco128" / "images" / "val2017")}
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "| model | backend | precision | batch |" in md
+    for m in ("v5n_b1", "v5n_m50_b1", "v5n_lat50_b1", "v5n_m50_b1.int8", "v8n_b1", "v8n_lat50_b1"):
+        assert f"| {m} | " in md, m
+    import torch
+    if not torch.cuda.is_available():
+        assert "- torch-cuda" in md and "- ort-trt (int8)" in md and "- ort-cuda" in md
