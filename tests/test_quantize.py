@@ -158,6 +158,8 @@ def test_calibration_folder_and_bad_calibration_sources(tiny_onnx, tmp_path):
         quantize_onnx(tiny_onnx, tmp_path / "q.onnx", tmp_path / "broken", verbose=False)
     with pytest.raises(QuantizeError, match="--calib-images: expected an integer >= 1, found 0"):
         quantize_onnx(tiny_onnx, tmp_path / "q.onnx", tmp_path / "imgs", calib_images=0, verbose=False)
+    with pytest.raises(QuantizeError, match=r"--calib-images 10000000: at 64x64 that needs .* GiB of memory; use at most"):
+        quantize_onnx(tiny_onnx, tmp_path / "q.onnx", tmp_path / "imgs", calib_images=10_000_000, verbose=False)
     with pytest.raises(QuantizeError, match="--weights .*nope.onnx: expected an exported fp32 .onnx file"):
         quantize_onnx(tmp_path / "nope.onnx", tmp_path / "q.onnx", tmp_path / "imgs", verbose=False)
     (tmp_path / "junk.onnx").write_bytes(b"\x00junk")

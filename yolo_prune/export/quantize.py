@@ -40,6 +40,7 @@ AUTO_MIN_GAIN = 0.10  # keep_fp32="auto": a unit stays fp32 when it alone remove
 AUTO_MAX_UNITS = 4
 LATENCY_MARGIN = 0.10  # latency_check: a unit goes back to fp32 when its int8 kernels are > 10 % slower
 DECODE = "decode"
+MAX_CALIB_BYTES = 2 << 30  # the letterboxed calibration set is held in memory (float32): at most 2 GiB
 
 
 class QuantizeError(ValueError):
@@ -337,6 +338,11 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
     strides = side.get("strides") or [32]
     stride = int(max(strides))
 
+    per_image = 3 * hw[0] * hw[1] * 4
+    if calib_images * per_image > MAX_CALIB_BYTES:
+        raise QuantizeError(f"--calib-images {calib_images}: at {hw[0]}x{hw[1]} that needs "
+                            f"{calib_images * per_image / 2**30:.1f} GiB of memory; use at most "
+                            f"{MAX_CALIB_BYTES // per_image} (a few hundred images calibrate well)")
     paths = calibration_images(calib, calib_images)
     reader = LetterboxCalibrationReader(paths, inp.name, hw, batch, stride)
     sens_feeds = reader.arrays[: max(1, math.ceil(sensitivity_images / batch))]
