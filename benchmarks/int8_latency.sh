@@ -13,43 +13,32 @@ P="$OUT/models"; mkdir -p "$P"
 log() { echo "== $*" | tee -a "$OUT/log.txt"; }
 run() { log "$*"; "$@" 2>&1 | grep -v Warning | tee -a "$OUT/log.txt" | tail -n 25; }
 
-# --- prune: MACs target with the hand-found multiple, and the measured latency target
+# ===== part 1: INT8 on top of the 0.5x MACs yolov5n (and of the unpruned one) =====
 run $PY tools/prune.py --weights "$S/weights/yolov5n.pt" --target-macs 0.5 --round-to 16 --imgsz 640 --out "$P/v5n_m50_r16.pt"
+run $PY tools/export_onnx.py --weights "$S/weights/yolov5n.pt" --imgsz 640 --out "$P/v5n.onnx"
+run $PY tools/export_onnx.py --weights "$P/v5n_m50_r16.pt" --imgsz 640 --out "$P/v5n_m50_r16.onnx"
+for m in v5n_m50_r16 v5n; do   # calibration on 32 coco128 train images, measured sensitivity + latency passes
+    run $PY tools/quantize.py --weights "$P/$m.onnx" --calib "$S/coco128/images/train2017" --calib-images 32 \
+        --sensitivity-images 4 --keep-fp32 auto --threads 1 --out "$P/$m.int8.onnx"
+done
+run $PY tools/benchmark.py --weights "$P/v5n.onnx" "$P/v5n_m50_r16.onnx" "$P/v5n.int8.onnx" "$P/v5n_m50_r16.int8.onnx" \
+    --imgsz 640 --batch 1 --runs 40 --warmup 5 --backends ort-cpu --threads 1 --op-profile --out "$OUT/bench_int8"
+for m in v5n v5n.int8 v5n_m50_r16 v5n_m50_r16.int8; do   # mAP, coco128 val2017, 640, pycocotools
+    run $PY tools/eval_coco.py --weights "$P/$m.onnx" --images "$S/coco128/images/val2017" \
+        --ann "$S/coco128/annotations/instances_val2017.json" --imgsz 640 --batch 1 --out "$OUT/eval_$m"
+done
+
+# ===== part 2: latency-targeted pruning vs --target-macs 0.5 --round-to 16 =====
 run $PY tools/prune.py --weights "$S/weights/yolov5n.pt" --target-latency 0.5 --backend ort-cpu --threads 1 --imgsz 640 \
     --latency-cache "$OUT/latency_cache" --out "$P/v5n_lat50.pt"
 run $PY tools/prune.py --weights yolov8n.yaml --criterion l1 --target-macs 0.5 --round-to 16 --imgsz 640 --out "$P/v8n_m50_r16.pt"
 run $PY tools/prune.py --weights yolov8n.yaml --criterion l1 --target-latency 0.5 --backend ort-cpu --threads 1 --imgsz 640 \
     --latency-cache "$OUT/latency_cache" --out "$P/v8n_lat50.pt"
-
-# --- export (static 640, batch 1)
-run $PY tools/export_onnx.py --weights "$S/weights/yolov5n.pt" --imgsz 640 --out "$P/v5n.onnx"
 run $PY tools/export_onnx.py --weights yolov8n.yaml --imgsz 640 --out "$P/v8n.onnx"
-for m in v5n_m50_r16 v5n_lat50 v8n_m50_r16 v8n_lat50; do
+for m in v5n_lat50 v8n_m50_r16 v8n_lat50; do
     run $PY tools/export_onnx.py --weights "$P/$m.pt" --imgsz 640 --out "$P/$m.onnx"
 done
-
-# --- INT8 on top: calibration on 32 coco128 train images, measured sensitivity + latency passes
-for m in v5n v5n_m50_r16; do
-    run $PY tools/quantize.py --weights "$P/$m.onnx" --calib "$S/coco128/images/train2017" --calib-images 32 \
-        --sensitivity-images 4 --keep-fp32 auto --threads 1 --out "$P/$m.int8.onnx"
-done
-
-# --- mAP (coco128 val2017, 640, pycocotools) of fp32 and int8
-for m in v5n v5n.int8 v5n_m50_r16 v5n_m50_r16.int8; do
-    run $PY tools/eval_coco.py --weights "$P/$m.onnx" --images "$S/coco128/images/val2017" \
-        --ann "$S/coco128/annotations/instances_val2017.json" --imgsz 640 --batch 1 --out "$OUT/eval_$m"
-done
-
-# --- latency: every model round-robin in one run, 1 thread, with onnxruntime's op profile
-run $PY tools/benchmark.py --weights "$P/v5n.onnx" "$P/v5n_m50_r16.onnx" "$P/v5n_lat50.onnx" "$P/v5n.int8.onnx" \
-    "$P/v5n_m50_r16.int8.onnx" "$P/v8n.onnx" "$P/v8n_m50_r16.onnx" "$P/v8n_lat50.onnx" --imgsz 640 --batch 1 \
-    --runs 40 --warmup 5 --backends ort-cpu --threads 1 --op-profile --out "$OUT/bench"
-{
-    echo "# issue 14 figures"; echo
-    cat "$OUT/bench/bench.md"; echo
-    for m in v5n v5n.int8 v5n_m50_r16 v5n_m50_r16.int8; do
-        echo "- mAP $m: $($PY -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d.get('mAP50-95', -1), 4), round(d.get('mAP50', -1), 4))" "$OUT/eval_$m/metrics.json")"
-    done
-    echo; cat "$OUT/bench/ops.md"
-} > "$OUT/summary.md"
-log "wrote $OUT/summary.md"
+run $PY tools/benchmark.py --weights "$P/v5n.onnx" "$P/v5n_m50_r16.onnx" "$P/v5n_lat50.onnx" "$P/v8n.onnx" \
+    "$P/v8n_m50_r16.onnx" "$P/v8n_lat50.onnx" --imgsz 640 --batch 1 --runs 40 --warmup 5 --backends ort-cpu \
+    --threads 1 --out "$OUT/bench_latency"
+log "done: $OUT/bench_int8/bench.md, ops.md, eval_*/metrics.json, bench_latency/bench.md, models/*.json"
