@@ -2,7 +2,7 @@
 # Issue 14 figures on this CPU (ORT-CPU, 1 thread, batch 1, 640): latency-targeted pruning vs --target-macs 0.5
 # --round-to 16 for yolov5n and yolov8n, and INT8 (QDQ) on top of the pruned and the unpruned yolov5n.
 #   flock /tmp/yolo_prune_cpu.lock bash benchmarks/int8_latency.sh [OUT]      (python: $PYTHON, default python)
-# Writes OUT/summary.md (+ every tool's own output); timings are compared as ratios within one benchmark run.
+# Writes OUT/log.txt and every tool's own output; timings are compared as ratios within one benchmark run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/bench/int8_latency}
@@ -11,7 +11,8 @@ S=${YOLO_PRUNE_SHARED:-../shared}
 mkdir -p "$OUT"
 P="$OUT/models"; mkdir -p "$P"
 log() { echo "== $*" | tee -a "$OUT/log.txt"; }
-run() { log "$*"; "$@" 2>&1 | grep -v Warning | tee -a "$OUT/log.txt" | tail -n 25; }
+# a failed step is logged and the next one runs (each part is useful alone)
+run() { log "$*"; { "$@" 2>&1 || echo "FAILED (exit $?): $*"; } | { grep -v Warning || true; } | tee -a "$OUT/log.txt" | tail -n 25; }
 
 # ===== part 1: INT8 on top of the 0.5x MACs yolov5n (and of the unpruned one) =====
 run $PY tools/prune.py --weights "$S/weights/yolov5n.pt" --target-macs 0.5 --round-to 16 --imgsz 640 --out "$P/v5n_m50_r16.pt"
