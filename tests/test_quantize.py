@@ -234,3 +234,13 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, yolov5n_pt):
     import torch
     if not torch.cuda.is_available():
         assert "- torch-cuda" in md and "- ort-trt (int8)" in md and "- ort-cuda" in md
+
+
+def test_op_profile_table_lists_int8_ops_the_fp32_reference_lacks():
+    from yolo_prune.export.benchmark import op_profile_markdown
+
+    rows = [{"model": "fp32", "reference": "fp32", "op_ms": {"Conv": 10.0, "Mul": 2.0}},
+            {"model": "int8", "reference": "fp32", "op_ms": {"QLinearConv": 6.0, "Mul": 1.0}}]
+    md = op_profile_markdown(rows)
+    assert "| Conv | 10.00 | 0.00x | 83.3% |" in md and "| Mul | 2.00 | 0.50x | 16.7% |" in md
+    assert "| QLinearConv | - | 6.00 ms | - |" in md and "| all | 12.00 | 0.58x | 100% |" in md

@@ -180,6 +180,11 @@ def op_profile_markdown(rows: list[dict]) -> str:
             cells = [f"{ms:.2f}" if r is ref else f"{r['op_ms'].get(op, 0.0) / ms:.2f}x" if ms else "-"
                      for r in group]
             lines.append(f"| {op} | " + " | ".join(cells) + f" | {ms / total:.1%} |")
+        # ops the reference does not have (e.g. QLinearConv of an INT8 model): absolute ms per call
+        extra = dict.fromkeys(op for r in group for op in r["op_ms"] if op not in ref["op_ms"])
+        for op in sorted(extra, key=lambda o: -max(r["op_ms"].get(o, 0.0) for r in group)):
+            cells = ["-" if op not in r["op_ms"] else f"{r['op_ms'][op]:.2f} ms" for r in group]
+            lines.append(f"| {op} | " + " | ".join(cells) + " | - |")
         sums = [f"{total:.2f}" if r is ref else f"{sum(r['op_ms'].values()) / total:.2f}x" for r in group]
         lines += ["| all | " + " | ".join(sums) + " | 100% |", ""]
     return "\n".join(lines)
