@@ -20,7 +20,7 @@ run $PY tools/export_onnx.py --weights "$S/weights/yolov5n.pt" --imgsz 640 --out
 run $PY tools/export_onnx.py --weights "$P/v5n_m50_r16.pt" --imgsz 640 --out "$P/v5n_m50_r16.onnx"
 for m in v5n_m50_r16 v5n; do   # calibration on 32 coco128 train images, measured sensitivity + latency passes
     run $PY tools/quantize.py --weights "$P/$m.onnx" --calib "$S/coco128/images/train2017" --calib-images 32 \
-        --sensitivity-images 4 --keep-fp32 auto --threads 1 --out "$P/$m.int8.onnx"
+        --sensitivity-images 4 --keep-fp32 auto --per-channel --threads 1 --out "$P/$m.int8.onnx"
 done
 run $PY tools/benchmark.py --weights "$P/v5n.onnx" "$P/v5n_m50_r16.onnx" "$P/v5n.int8.onnx" "$P/v5n_m50_r16.int8.onnx" \
     --imgsz 640 --batch 1 --runs 40 --warmup 5 --backends ort-cpu --threads 1 --op-profile --out "$OUT/bench_int8"
