@@ -29,6 +29,13 @@ for m in v5n v5n.int8 v5n_m50_r16 v5n_m50_r16.int8; do   # mAP, coco128 val2017,
         --ann "$S/coco128/annotations/instances_val2017.json" --imgsz 640 --batch 1 --out "$OUT/eval_$m"
 done
 
+# ===== part 1b: benchmarks/gpu_check.sh end to end at toy sizes (on this CPU every GPU backend is skipped) =====
+if [ "${GPU_CHECK_SMOKE:-1}" = 1 ]; then
+    log "gpu_check.sh smoke run"
+    PYTHON=$PY IMGSZ=64 BATCHES=1 RUNS=3 WARMUP=1 CALIB="$S/coco128/images/val2017" \
+        bash benchmarks/gpu_check.sh "$OUT/gpu_check_smoke" >> "$OUT/log.txt" 2>&1 || log "gpu_check.sh FAILED"
+fi
+
 # ===== part 2: latency-targeted pruning vs --target-macs 0.5 --round-to 16 =====
 run $PY tools/prune.py --weights "$S/weights/yolov5n.pt" --target-latency 0.5 --backend ort-cpu --threads 1 --imgsz 640 \
     --latency-cache "$OUT/latency_cache" --out "$P/v5n_lat50.pt"
