@@ -222,7 +222,7 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, yolov5n_pt):
     import os
     import subprocess
 
-    env = {**os.environ, "PYTHON": sys.executable, "IMGSZ": "64", "BATCHES": "1", "RUNS": "2", "WARMUP": "0",
+    env = {**os.environ, "PYTHON": sys.executable, "IMGSZ": "64", "BATCHES": "1", "RUNS": "2", "WARMUP": "0", "LAT_TARGET": "0.7",
            "CALIB": str(yolov5n_pt.parents[1] / "coco128" / "images" / "val2017")}
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)], env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=1500)
