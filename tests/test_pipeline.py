@@ -142,3 +142,23 @@ def test_targeted_sparsity_makes_the_cut_free(tmp_path):
     pruned = json.loads((out / STAGE_DIRS["prune"] / "pruned.json").read_text())
     assert pruned["verification"]["max_rel_diff"] < 1e-4  # only constant (γ = 0) channels were cut
     assert "sparsity=targeted" in (out / "report.md").read_text()
+
+
+def test_quantize_stage_adds_an_int8_row_and_reuses_the_earlier_stages(tiny_run):
+    out, cfg, _ = tiny_run
+    cfg = {**cfg, "quantize": True, "quantize_calib_images": 4, "quantize_keep_fp32": "none"}
+    summary = run_pipeline(cfg, progress=False)
+    skipped = {n for n, s in summary["stages"].items() if s["skipped"]}
+    assert {"prune", "finetune", "export"} <= skipped and "quantize" not in skipped and "benchmark" not in skipped
+    assert (out / STAGE_DIRS["quantize"] / "final.int8.onnx").is_file()
+    assert (out / STAGE_DIRS["quantize"] / "final.int8.onnx.json").is_file()
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["stage"]: r for r in report["rows"]}
+    assert report["rows"][-1]["stage"] == "int8"
+    assert rows["int8"]["macs"] == rows["fine-tuned"]["macs"] and rows["int8"]["latency_ms"]["ort-cpu"] > 0
+    assert "| int8 |" in (out / "report.md").read_text() and "python tools/quantize.py" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match="'quantize': expected true or false"):
+        resolve_config(None, {"quantize": "yes"})
+    with pytest.raises(ValueError, match="exactly one of target_macs, ratio, threshold, target_latency"):
+        resolve_config(None, {"target_latency": 0.5, "target_macs": 0.5})
+    assert resolve_config(None, {"target_latency": 0.5})["target_macs"] is None

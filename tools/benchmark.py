@@ -25,6 +25,10 @@ def main(argv=None) -> int:
                     help="torch, torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-trt")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads for torch and onnxruntime")
     ap.add_argument("--no-trt-fp16", action="store_true", help="run ort-trt in fp32 (default fp16)")
+    ap.add_argument("--trt-int8", action="store_true",
+                    help="run ort-trt in INT8: each model is quantized (symmetric QDQ) on --calib images first")
+    ap.add_argument("--calib", default=None, help="--trt-int8: data yaml / image folder for calibration")
+    ap.add_argument("--calib-images", type=int, default=32, help="--trt-int8: calibration images")
     ap.add_argument("--opset", type=int, default=17)
     ap.add_argument("--op-profile", action="store_true",
                     help="also profile each ort-cpu model per ONNX op type (DIR/ops.md): where latency lags MACs")
@@ -51,7 +55,8 @@ def main(argv=None) -> int:
     try:
         run_benchmark(args.weights, imgsz=imgsz, batches=tuple(args.batch), runs=args.runs, warmup=args.warmup,
                       backends=tuple(args.backends), threads=args.threads, out=args.out, eval_kwargs=eval_kwargs,
-                      trt_fp16=not args.no_trt_fp16, opset=args.opset, op_profile=args.op_profile)
+                      trt_fp16=not args.no_trt_fp16, opset=args.opset, op_profile=args.op_profile,
+                      trt_int8=args.trt_int8, calib=args.calib, calib_images=args.calib_images)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -20,6 +20,8 @@ COMMANDS = {
     "pipeline": ("pipeline", "the whole chain, resumable, with a report"),
     "predict": ("predict", "draw detections on images"),
     "yolo2coco": ("yolo2coco", "YOLO labels -> COCO json"),
+    "voc2yolo": ("voc2yolo", "Pascal VOC folder -> YOLO dataset + data.yaml + COCO json"),
+    "quantize": ("quantize", "INT8 (QDQ) static quantization of an exported ONNX model"),
 }
 
 

@@ -48,14 +48,14 @@ STAGE_VERSION = 1  # bump when a stage's outputs change meaning: old run folders
 STAGE_DIRS = {
     "data": "0_data", "baseline": "0_baseline", "eval_baseline": "1_eval_baseline", "sparse": "2_sparse",
     "prune": "3_prune", "eval_pruned": "4_eval_pruned", "finetune": "5_finetune",
-    "eval_finetuned": "6_eval_finetuned", "export": "7_export", "benchmark": "8_benchmark",
+    "eval_finetuned": "6_eval_finetuned", "export": "7_export", "quantize": "7q_quantize", "benchmark": "8_benchmark",
     "transfer": "0_transfer", "plain": "5b_plain", "eval_plain": "6b_eval_plain",
 }
-PRUNE_TARGETS = ("target_macs", "ratio", "threshold")
+PRUNE_TARGETS = ("target_macs", "ratio", "threshold", "target_latency")
 TRAIN_SECTIONS = ("train", "baseline_train", "sparse_train", "finetune_train")
 INT_KEYS = ("imgsz", "batch", "seed", "synthetic_train", "synthetic_val", "synthetic_nc", "epochs_baseline",
             "epochs_sparse", "epochs_finetune", "sr_warmup", "target_start", "round_to", "eval_batch", "opset",
-            "bench_runs", "bench_warmup")
+            "bench_runs", "bench_warmup", "latency_threads", "quantize_calib_images")
 
 
 class PipelineError(RuntimeError):
@@ -164,10 +164,20 @@ def _check_values(cfg: dict) -> None:
                          f"is trained from {cfg['model']})")
     chosen = [k for k in PRUNE_TARGETS if cfg[k] is not None]
     if len(chosen) != 1:
-        raise ValueError(f"pipeline config: give exactly one of target_macs, ratio, threshold; found "
+        raise ValueError(f"pipeline config: give exactly one of target_macs, ratio, threshold, target_latency; found "
                          f"{', '.join(f'{k}={cfg[k]}' for k in chosen) or 'none'}")
     if cfg["target_macs"] is not None and not 0 < float(cfg["target_macs"]) <= 1:
         raise ValueError(f"pipeline config 'target_macs': expected 0 < F <= 1, found {cfg['target_macs']}")
+    if cfg["target_latency"] is not None and not 0 < float(cfg["target_latency"]) <= 1:
+        raise ValueError(f"pipeline config 'target_latency': expected 0 < F <= 1, found {cfg['target_latency']}")
+    from .prune.latency import LATENCY_BACKENDS
+    if cfg["latency_backend"] not in LATENCY_BACKENDS:
+        raise ValueError(f"pipeline config 'latency_backend': expected one of {', '.join(LATENCY_BACKENDS)}, found "
+                         f"{cfg['latency_backend']!r}")
+    if not isinstance(cfg["quantize"], bool):
+        raise ValueError(f"pipeline config 'quantize': expected true or false, found {cfg['quantize']!r}")
+    if cfg["quantize_calib_images"] < 1:
+        raise ValueError(f"pipeline config 'quantize_calib_images': expected >= 1, found {cfg['quantize_calib_images']}")
     if cfg["ratio"] is not None and not 0 < float(cfg["ratio"]) < 1:
         raise ValueError(f"pipeline config 'ratio': expected 0 < r < 1, found {cfg['ratio']}")
     if cfg["compensate"] not in ("bias", "exact", "reconstruct", "off"):
@@ -461,9 +471,11 @@ def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict,
     out = folder / "pruned.pt"
     report = prune_checkpoint(str(source), out, ratio=cfg["ratio"], criterion=cfg["criterion"],
                               local=bool(cfg["local"]), threshold=cfg["threshold"], target_macs=cfg["target_macs"],
-                              round_to=cfg["round_to"], min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]),
+                              round_to=None if cfg["target_latency"] is not None else cfg["round_to"],
+                              min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]),
                               imgsz=cfg["imgsz"], compensate=cfg["compensate"], seed=cfg["seed"],
-                              **_calib_args(run))
+                              target_latency=cfg["target_latency"], backend=cfg["latency_backend"],
+                              threads=cfg["latency_threads"], **_calib_args(run))
     removed = _removed_channels(gamma_sparse, load(out))
     removed_vals = [gamma_sparse[n][i] for n, idx in removed.items() for i in idx]
     n_channels = sum(len(g) for g in gamma_sparse.values())
@@ -472,7 +484,8 @@ def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict,
     gamma = {"before_sparse": gamma_base, "after_sparse": gamma_sparse, "removed": removed, "threshold": cut,
              "removed_count": len(removed_vals), "kept_count": n_channels - len(removed_vals)}
     _atomic_write_text(folder / "gamma.json", json.dumps(gamma))
-    result = {k: report.get(k) for k in ("criterion", "ratio", "threshold", "target_macs", "macs_before",
+    result = {k: report.get(k) for k in ("criterion", "ratio", "threshold", "target_macs", "target_latency",
+                                         "latency", "round_to", "macs_before",
                                          "macs_after", "params_before", "params_after", "macs_ratio",
                                          "removed_channels", "prunable_channels", "verification", "compensate")}
     result.update(seconds=report["seconds"]["total"], gamma_threshold=cut)
@@ -490,6 +503,35 @@ def _native_outputs(result: dict) -> dict:
     """The native files a training stage wrote beside best.pt, as stage outputs (models.native.write_native)."""
     native = result.get("native") or {}
     return {f"native_{Path(p).name}": p for p in native.get("files", [])}
+
+
+def _quantize_stage(run: _Run, export_stage: StageResult) -> StageResult:
+    """INT8 (QDQ) of final.onnx: calibration on the data's training images, mAP on its val set."""
+    from .eval import evaluate
+    from .export.quantize import quantize_onnx
+
+    cfg = run.cfg
+    folder = run.out / STAGE_DIRS["quantize"]
+    src = export_stage.out("final")
+    params = {"calib_images": cfg["quantize_calib_images"], "keep_fp32": str(cfg["quantize_keep_fp32"]),
+              "imgsz": cfg["imgsz"], "eval_batch": cfg["eval_batch"], "conf": cfg["conf"], "iou": cfg["iou"]}
+    cmd = _shell(["python", "tools/quantize.py", "--weights", src, "--calib", run.data, "--calib-images",
+                  cfg["quantize_calib_images"], "--keep-fp32", cfg["quantize_keep_fp32"], "--out",
+                  folder / "final.int8.onnx"])
+
+    def _quantize(f):
+        rep = quantize_onnx(src, f / "final.int8.onnx", run.data, calib_images=cfg["quantize_calib_images"],
+                            keep_fp32=cfg["quantize_keep_fp32"], threads=cfg["threads"], verbose=run.progress)
+        m = evaluate(str(f / "final.int8.onnx"), data=str(run.data), imgsz=cfg["imgsz"], batch=cfg["eval_batch"],
+                     conf=cfg["conf"], iou=cfg["iou"], out=f, max_images=cfg["eval_max_images"], verbose=False)
+        print(f"{f / 'final.int8.onnx'}: mAP50-95 {m['mAP50-95']:.4f}, kept fp32: "
+              f"{', '.join(rep['kept_fp32_units']) or 'none'}", flush=True)
+        return ({"int8": f / "final.int8.onnx", "metrics": f / "metrics.json"},
+                {"mAP50-95": m["mAP50-95"], "mAP50": m["mAP50"], "kept_fp32_units": rep["kept_fp32_units"],
+                 "error": rep["error"], "error_all_int8": rep["error_all_int8"]})
+
+    up = [export_stage] + ([run.data_stage] if run.data_stage else [])
+    return run.stage("quantize", params, up, run.data_files, _quantize, cmd)
 
 
 def _model_only(src: Path, dst: Path, stage: str) -> Path:
@@ -613,7 +655,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
     # eval_baseline, prune, eval_pruned, export, benchmark, report + the optional ones
     run.n_stages = (6 + (cfg["weights"] is None) + (cfg["data"] is None) + (cfg["epochs_sparse"] > 0)
                     + 2 * (cfg["epochs_finetune"] > 0) + 2 * (cfg["plain_arm"] == "train")
-                    + (cfg["plain_arm"] not in (None, "train")))
+                    + (cfg["plain_arm"] not in (None, "train")) + bool(cfg["quantize"]))
     imgsz = cfg["imgsz"]
 
     # 0: data
@@ -758,14 +800,19 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
     export_stage = run.stage("export", {"imgsz": imgsz, "opset": cfg["opset"]}, [base_stage, final_stage], {},
                              _export, export_cmd)
 
+    # 7q: optional INT8 of the final model, calibrated on the training images, scored on the val set
+    quant_stage = _quantize_stage(run, export_stage) if cfg["quantize"] else None
+
     # 8: latency benchmark
     from .export.benchmark import run_benchmark
 
     folder = out / STAGE_DIRS["benchmark"]
     backends = _benchmark_backends(cfg)
     onnx_files = [export_stage.out("baseline"), export_stage.out("final")]
+    if quant_stage is not None:
+        onnx_files.append(quant_stage.out("int8"))
     bench_params = {"imgsz": imgsz, "runs": cfg["bench_runs"], "warmup": cfg["bench_warmup"], "backends": backends,
-                    "threads": cfg["threads"]}
+                    "threads": cfg["threads"], "quantize": bool(cfg["quantize"])}
     bench_cmd = _shell(["python", "tools/benchmark.py", "--weights", *onnx_files, "--imgsz", imgsz, "--runs",
                         cfg["bench_runs"], "--warmup", cfg["bench_warmup"], "--backends", *backends]
                        + (["--threads", cfg["threads"]] if cfg["threads"] else []) + ["--out", folder])
@@ -775,7 +822,8 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
                              warmup=cfg["bench_warmup"], backends=tuple(backends), threads=cfg["threads"], out=f)
         return ({"bench": f / "bench.json", "md": f / "bench.md"}, {"rows": rows})
 
-    bench_stage = run.stage("benchmark", bench_params, [export_stage], {}, _bench, bench_cmd)
+    bench_stage = run.stage("benchmark", bench_params, [export_stage] + ([quant_stage] if quant_stage else []), {},
+                            _bench, bench_cmd)
 
     # 9: report
     from .export.report import write_report
@@ -802,6 +850,12 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
     rows.append(row("pruned", ev_pruned.result, pruned, "final", "final" if ft_stage is None else None))
     if ft_stage is not None:
         rows.append(row("fine-tuned", ev_final.result, final, "final", "final"))
+    if quant_stage is not None:
+        q = dict(rows[-1])
+        q.update(stage="int8", weights=str(quant_stage.out("int8")), file_bytes=quant_stage.out("int8").stat().st_size,
+                 onnx_bytes=quant_stage.out("int8").stat().st_size, latency_ms=latency.get("final.int8", {}),
+                 latency_of="final.int8", **{k: quant_stage.result[k] for k in ("mAP50-95", "mAP50")})
+        rows.append(q)
 
     curves = {}
     for label, st in (("baseline", base_stage if cfg["weights"] is None else None), ("sparse", sparse_stage),
@@ -819,7 +873,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
         "transfer": run.stages["transfer"].result if "transfer" in run.stages else None,
         "prune": {k: prune_stage.result.get(k) for k in ("macs_ratio", "removed_channels", "verification",
                                                          "gamma_threshold", "criterion", "target_macs", "ratio",
-                                                         "threshold")},
+                                                         "threshold", "target_latency", "latency")},
         "export": export_stage.result,
         "stages": {n: {"folder": str(run.stages[n].folder), "skipped": run.stages[n].skipped,
                        "seconds": run.stages[n].seconds} for n in run.order},

@@ -180,6 +180,11 @@ def op_profile_markdown(rows: list[dict]) -> str:
             cells = [f"{ms:.2f}" if r is ref else f"{r['op_ms'].get(op, 0.0) / ms:.2f}x" if ms else "-"
                      for r in group]
             lines.append(f"| {op} | " + " | ".join(cells) + f" | {ms / total:.1%} |")
+        # ops the reference does not have (e.g. QLinearConv of an INT8 model): absolute ms per call
+        extra = dict.fromkeys(op for r in group for op in r["op_ms"] if op not in ref["op_ms"])
+        for op in sorted(extra, key=lambda o: -max(r["op_ms"].get(o, 0.0) for r in group)):
+            cells = ["-" if op not in r["op_ms"] else f"{r['op_ms'][op]:.2f} ms" for r in group]
+            lines.append(f"| {op} | " + " | ".join(cells) + " | - |")
         sums = [f"{total:.2f}" if r is ref else f"{sum(r['op_ms'].values()) / total:.2f}x" for r in group]
         lines += ["| all | " + " | ".join(sums) + " | 100% |", ""]
     return "\n".join(lines)
@@ -274,16 +279,23 @@ def _torch_device(backend: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _ort_session(path: Path, backend: str, threads, trt_fp16: bool):
+def _check_provider(backend: str) -> str:
     import onnxruntime as ort
-
-    from .ort import ProviderUnavailableError, make_session
 
     provider = _ORT_PROVIDER[backend]
     if provider not in ort.get_available_providers():
         raise BackendUnavailable(f"{provider} is not in this onnxruntime build ({ort.__version__})")
     if provider != "CPUExecutionProvider" and not torch.cuda.is_available():
         raise BackendUnavailable(f"{provider} needs a CUDA GPU and none is visible")
+    return provider
+
+
+def _ort_session(path: Path, backend: str, threads, trt_fp16: bool, trt_int8: bool = False):
+    from .ort import ProviderUnavailableError, make_session
+
+    provider = _check_provider(backend)
+    if provider == "TensorrtExecutionProvider" and trt_int8:  # explicit (QDQ) int8, fp16 where TRT keeps float
+        provider = (provider, {"trt_int8_enable": True, "trt_fp16_enable": True})
     try:
         return make_session(path, providers=[provider], threads=threads, trt_fp16=trt_fp16)
     except ProviderUnavailableError as e:
@@ -293,7 +305,8 @@ def _ort_session(path: Path, backend: str, threads, trt_fp16: bool):
 # --------------------------------------------------------------------------------------------------- main entry
 def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmup: int = 10,
                   backends=("torch", "ort-cpu"), threads: int | None = None, out=None, eval_kwargs: dict | None = None,
-                  trt_fp16: bool = True, opset: int = 17, op_profile: bool = False) -> list[dict]:
+                  trt_fp16: bool = True, opset: int = 17, op_profile: bool = False, trt_int8: bool = False,
+                  calib=None, calib_images: int = 32) -> list[dict]:
     """Time every model x backend x batch; write ``out/bench.md``, ``out/bench.json`` and PNG plots.
 
     ``weights``: checkpoints/yaml/cfg (anything ``yolo_prune.models.load`` reads), exported ``.onnx`` files
@@ -302,6 +315,9 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     reproducible CPU numbers). ``eval_kwargs``: when given, each model's mAP is measured once with
     ``yolo_prune.eval.coco.evaluate(model, **eval_kwargs)`` (the ONNX file through ``OrtDetector``).
     ``op_profile``: also profile every ``ort-cpu`` model per ONNX op type (``op_ms`` in the rows, ``ops.md``).
+    ``trt_int8``: run ``ort-trt`` in INT8 instead: each fp32 ONNX is quantized to symmetric QDQ
+    (``quantize.quantize_onnx(target="trt")``, calibrated on ``calib_images`` images of ``calib``; the decode stays
+    fp32) and TensorRT builds its explicit-precision engine from it.
     Returns the rows (one dict per model x backend x batch; skipped ones carry ``status="skipped"`` and
     ``reason``).
     """
@@ -315,6 +331,8 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"--backends: unknown {unknown}; expected some of {', '.join(BACKENDS)}")
+    if trt_int8 and calib is None:
+        raise ValueError("--trt-int8 needs --calib DATA_OR_DIR (images to calibrate the int8 ranges)")
     if runs < 1 or warmup < 0:
         raise ValueError(f"--runs must be >= 1 and --warmup >= 0, found runs={runs}, warmup={warmup}")
     hw = _imgsz_hw(imgsz)
@@ -344,7 +362,7 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
                     rows.append(row)
                     try:
                         runners.append(_prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads,
-                                                trt_fp16))
+                                                trt_fp16, (calib, calib_images) if trt_int8 else None))
                         case_rows.append(row)
                         case_entries.append(entry)
                     except CaseSkipped as e:
@@ -369,7 +387,7 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     if hasattr(os, "getloadavg"):
         env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     add_ratios(rows)
-    env["runs"], env["warmup"], env["trt_fp16"] = runs, warmup, trt_fp16
+    env["runs"], env["warmup"], env["trt_fp16"], env["trt_int8"] = runs, warmup, trt_fp16, trt_int8
 
     md = to_markdown(rows, env)
     print(md)
@@ -383,7 +401,18 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     return rows
 
 
-def _prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads, trt_fp16):
+def _trt_int8_onnx(path: Path, calib, calib_images: int) -> Path:
+    """The symmetric QDQ twin of ``path`` TensorRT's int8 mode needs (made once, beside the benchmark's files)."""
+    from .quantize import quantize_onnx
+
+    out = path.with_name(f"{path.stem}.trt-int8.onnx")
+    if not out.is_file():
+        quantize_onnx(path, out, calib, calib_images=calib_images, keep_fp32="decode", latency_check=False,
+                      target="trt", verbose=False)
+    return out
+
+
+def _prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads, trt_fp16, trt_int8=None):
     """A runner for one model x backend x batch; fills the row's providers and ONNX size, or raises CaseSkipped."""
     if backend in skipped:
         raise BackendUnavailable(skipped[backend])
@@ -394,8 +423,12 @@ def _prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads, 
         row["providers"] = [f"torch:{device}"]
         return torch_runner(entry.deployable(device), hw, batch, device)
     path = entry.onnx_for(batch, onnx_dir, opset)
+    if trt_int8 is not None and backend == "ort-trt":
+        _check_provider(backend)  # no quantization work for a backend that cannot run
+        path = _trt_int8_onnx(path, *trt_int8)
+        row["precision"] = "int8"
     row["onnx_bytes"] = path.stat().st_size
-    session = _ort_session(path, backend, threads, trt_fp16)
+    session = _ort_session(path, backend, threads, trt_fp16, trt_int8=trt_int8 is not None)
     _check_static_shape(session, path, batch, hw)
     row["providers"] = session.get_providers()
     return session_runner(session, hw, batch)

@@ -44,12 +44,19 @@ def output_difference(reference: torch.Tensor, other: torch.Tensor) -> dict:
 
 
 def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str = "bn", local: bool = False,
-                threshold: float | None = None, target_macs: float | None = None, round_to: int = 8,
+                threshold: float | None = None, target_macs: float | None = None, round_to: int | None = None,
                 min_keep: float = 0.1, ignore=(), overrides=None, imgsz: int = 640, trace_size: int = 64,
                 compensate: str | bool = "bias", example: torch.Tensor | None = None, grad_fn=None, seed: int = 0,
                 verify: bool = True, profile_size: int | None = None, calib: torch.Tensor | None = None,
-                calib_positions: int = 16384, recon_alpha: float = 1e-3, progress: bool = True) -> dict:
+                calib_positions: int = 16384, recon_alpha: float = 1e-3, progress: bool = True,
+                target_latency: float | None = None, backend: str = "ort-cpu", threads: int | None = 1,
+                latency_measurer=None, latency_cache=None) -> dict:
     """Prune ``model`` in place (physically smaller layers) and return a report.
+
+    ``target_latency``: instead of ratio/threshold/target_macs, a fraction of the unpruned model's latency
+    measured on ``backend`` with ``threads`` at ``imgsz`` (``latency.LatencyModel``); ``round_to=None`` lets the
+    planner choose the channel multiple for that runtime. ``latency_measurer`` replaces the real measurement
+    (tests); ``latency_cache`` is the folder of measured ratios (default ~/.cache/yolo_prune/latency).
 
     ``grad_fn(model)`` must populate gradients for the ``taylor`` criterion (a few batches of real data).
     ``overrides``: [(glob, ratio or None)] per-layer local ratios / exclusions.
@@ -60,7 +67,10 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
     compensate = {True: "bias", False: "off", None: "off"}.get(compensate, compensate)
     if compensate not in MODES:
         raise PlanError(f"compensate: expected one of {', '.join(MODES)}, found {compensate!r}")
-    check_selection(ratio, threshold, target_macs, round_to)
+    if target_latency is not None:
+        check_latency_selection(target_latency, ratio, threshold, target_macs, round_to)
+    else:
+        check_selection(ratio, threshold, target_macs, 8 if round_to is None else round_to)
     needs_calib = compensate == "reconstruct" or criterion == "recon"
     if needs_calib and calib is None:
         raise PlanError(f"{'compensate reconstruct' if compensate == 'reconstruct' else 'criterion recon'} needs "
@@ -91,9 +101,17 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
     if criterion == "recon":
         from .reconstruct import input_statistics
         stats = input_statistics(model, graph, calib, calib_positions, seed)
-    plan = make_plan(graph, ratio=ratio, criterion=criterion, local=local, threshold=threshold,
-                     target_macs=target_macs, round_to=round_to, min_keep=min_keep, overrides=overrides, seed=seed,
-                     stats=stats)
+    latency = None
+    if target_latency is not None:
+        plan, latency = _plan_latency(model, graph, target_latency, round_to, backend, threads, latency_measurer,
+                                      latency_cache, prof_size, criterion=criterion, min_keep=min_keep,
+                                      overrides=overrides, seed=seed, stats=stats)
+        round_to = plan.round_to
+    else:
+        round_to = 8 if round_to is None else round_to
+        plan = make_plan(graph, ratio=ratio, criterion=criterion, local=local, threshold=threshold,
+                         target_macs=target_macs, round_to=round_to, min_keep=min_keep, overrides=overrides,
+                         seed=seed, stats=stats)
     if plan.removed_channels == 0:
         raise PlanError("the plan removes no channel (ratio/threshold too small for the width constraints "
                         f"round_to={round_to}, min_keep={min_keep:.0%})")
@@ -134,11 +152,41 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
             "rel_err_before_mean": float(sum(v["rel_err_before"] for v in fitted.values()) / max(len(fitted), 1)),
             "rel_err_after_mean": float(sum(v["rel_err_after"] for v in fitted.values()) / max(len(fitted), 1)),
             "per_layer": fitted}
+    if latency is not None:
+        report["target_latency"] = target_latency
+        report["latency"] = latency
+    report["removed_importance"] = plan.removed_importance
     if verify:
         x = torch.rand(1, 3, trace_size * 2, trace_size * 2, generator=g).to(ref_param.device, ref_param.dtype)
         report["verification"] = {"input": list(x.shape),
                                   **output_difference(_outputs(reference, x), _outputs(model, x))}
     return report
+
+
+def check_latency_selection(target_latency, ratio=None, threshold=None, target_macs=None, round_to=None) -> None:
+    if any(x is not None for x in (ratio, threshold, target_macs)):
+        raise PlanError("give exactly one of ratio, threshold, target_macs or target_latency")
+    if not 0 < float(target_latency) <= 1:
+        raise PlanError(f"target_latency: expected 0 < F <= 1 (a fraction of the unpruned model's measured "
+                        f"latency), found {target_latency}")
+    if round_to is not None and round_to < 1:
+        raise PlanError(f"round_to: expected >= 1, found {round_to}")
+
+
+def _plan_latency(model, graph, target, round_to, backend, threads, measurer, cache, imgsz, **plan_kwargs):
+    """The latency-targeted plan plus its report: candidates per round_to, probes, predicted ratio."""
+    from .latency import LatencyModel, OrtMeasurer, plan_for_latency
+
+    if measurer is None:
+        measurer = OrtMeasurer(backend, imgsz=imgsz, threads=threads)
+    lat = LatencyModel(model, graph, measurer, cache_dir=cache)
+    plan, tried = plan_for_latency(graph, target, lat, round_to=round_to, **plan_kwargs)
+    env = measurer.environment()
+    return plan, {"backend": env.get("backend", backend), "threads": env.get("threads", threads),
+                  "imgsz": env.get("imgsz", imgsz), "round_to": plan.round_to, "candidates": tried,
+                  "predicted_ratio": plan.cost_ratio_estimate, "macs_ratio_estimate": plan.macs_ratio_estimate,
+                  "probes": len(lat.probes), "measured_probes": sum(not p["cached"] for p in lat.probes),
+                  "cache": str(lat.cache_file)}
 
 
 def prune_iteratively(model: nn.Module, ratio: float, steps: int, between_steps=None, **kwargs) -> list[dict]:

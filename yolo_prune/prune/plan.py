@@ -26,6 +26,8 @@ class PruningPlan:
     target_macs: float | None = None
     round_to: int = 8
     macs_ratio_estimate: float = 1.0
+    cost_ratio_estimate: float | None = None  # the cost model's ratio (e.g. measured latency) when one was given
+    removed_importance: float = 0.0  # share of the total (group-normalised) importance the plan removes
 
     @property
     def removed_channels(self) -> int:
@@ -101,12 +103,15 @@ def check_selection(ratio=None, threshold=None, target_macs=None, round_to=8) ->
 def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: str = "bn", local: bool = False,
               threshold: float | None = None, target_macs: float | None = None, round_to: int = 8,
               min_keep: float = 0.1, overrides: list | None = None, seed: int = 0,
-              stats: dict | None = None) -> PruningPlan:
+              stats: dict | None = None, cost_model=None) -> PruningPlan:
     """Choose channels to remove.
 
     Exactly one of ``ratio`` (fraction of prunable channels; global unless ``local``), ``threshold`` (remove
     channels scoring below it, |gamma| for ``bn``) or ``target_macs`` (fraction of the original MACs) is used.
     ``overrides``: [(glob, ratio_or_None)] per-layer local ratios (None = exclude), NNI config_list style.
+    ``cost_model``: with ``target_macs``, the cost the fraction applies to instead of MACs: an object with
+    ``cost(counts, remove) -> float`` (e.g. ``latency.LatencyModel``: measured latency ratio); the search along
+    the global ranking is the same, only what "meets the target" means changes.
     """
     check_selection(ratio, threshold, target_macs, round_to)
     if not graph.groups:
@@ -162,6 +167,16 @@ def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: 
     base_macs = macs_model.macs()
     total = sum(g.width for g in graph.groups)
 
+    def removal(counts: dict) -> dict:
+        remove = {}
+        for g, rk in zip(graph.groups, ranks):
+            r = counts.get(g.gid, 0)
+            if r > 0:
+                remove[g.gid] = sorted(int(i) for i in np.argsort(rk, kind="stable")[:r])
+        return remove
+
+    base_cost = cost_model.cost({}, {}) if cost_model is not None else None
+
     if threshold is not None:
         counts = counts_at()
     elif ratio is not None and local:
@@ -171,11 +186,16 @@ def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: 
             c = counts_at(n)
             if ratio is not None:
                 return sum(c.values()) >= ratio * total - 1e-9
+            if cost_model is not None:
+                return cost_model.cost(c, removal(c)) <= target_macs * base_cost
             return macs_model.macs(c) <= target_macs * base_macs
         if not ok(total):
             best = counts_at(total)
             got = macs_model.macs(best) / base_macs if base_macs else 1.0
             what = f"ratio {ratio}" if ratio is not None else f"target MACs {target_macs}"
+            if cost_model is not None and ratio is None:
+                what = f"target {target_macs} of the {type(cost_model).__name__} cost (reached " \
+                       f"{cost_model.cost(best, removal(best)) / base_cost:.3f}x)"
             raise PlanError(f"{what} is unreachable: with the per-layer floor (keep >= max(round_to={round_to}, "
                             f"{min_keep:.0%})) at most {sum(best.values())}/{total} channels can go "
                             f"(MACs {got:.3f}x)")
@@ -188,13 +208,13 @@ def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: 
                 lo = mid + 1
         counts = counts_at(lo)
 
-    remove = {}
-    for g, rk in zip(graph.groups, ranks):
-        r = counts.get(g.gid, 0)
-        if r > 0:
-            remove[g.gid] = sorted(int(i) for i in np.argsort(rk, kind="stable")[:r])
+    remove = removal(counts)
     est = macs_model.macs(counts) / base_macs if base_macs else 1.0
-    return PruningPlan(remove, criterion, ratio, threshold, target_macs, round_to, est)
+    cost_est = cost_model.cost(counts, remove) / base_cost if cost_model is not None else None
+    all_importance = sum(float(s.sum()) for s in scores)
+    removed = sum(float(scores[gi][remove[g.gid]].sum()) for gi, g in enumerate(graph.groups) if g.gid in remove)
+    return PruningPlan(remove, criterion, ratio, threshold, target_macs, round_to, est, cost_est,
+                       removed / all_importance if all_importance > 0 else 0.0)
 
 
 def agp_schedule(final_ratio: float, steps: int, initial: float = 0.0) -> list[float]:

@@ -61,9 +61,10 @@ def summary_table(report: dict) -> str:
 
 
 def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, threshold=None, target_macs=None,
-                     round_to=8, min_keep=0.1, ignore=(), config=None, imgsz=640, compensate="bias",
+                     round_to=None, min_keep=0.1, ignore=(), config=None, imgsz=640, compensate="bias",
                      mode="structured", amount=None, show_groups=False, data=None, device="cpu",
-                     trace_size=64, seed=0, calib=None, calib_images=128, calib_imgsz=320) -> dict:
+                     trace_size=64, seed=0, calib=None, calib_images=128, calib_imgsz=320, target_latency=None,
+                     backend="ort-cpu", threads=1, latency_cache=None) -> dict:
     """Load ``weights``, prune, and write ``out`` (.pt) plus ``out`` .json. Nothing is written on error.
 
     ``calib`` (data yaml: its train split, or an image folder / list / file; no labels are read): unlabeled
@@ -78,8 +79,11 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
         raise PlanError(f"--out: expected a .pt path, found {out}")
     if mode not in ("structured", "unstructured"):
         raise PlanError(f"--mode: expected structured or unstructured, found {mode!r}")
-    if mode == "structured":
-        check_selection(ratio, threshold, target_macs, round_to)
+    if mode == "structured" and target_latency is not None:
+        from .api import check_latency_selection
+        check_latency_selection(target_latency, ratio, threshold, target_macs, round_to)
+    elif mode == "structured":
+        check_selection(ratio, threshold, target_macs, 8 if round_to is None else round_to)
     det = load(weights, device=device)
     overrides = read_prune_config(config) if config else None
     if show_groups:
@@ -116,9 +120,11 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
         report = prune_model(det, ratio, criterion=criterion, local=local, threshold=threshold,
                              target_macs=target_macs, round_to=round_to, min_keep=min_keep, ignore=ignore,
                              overrides=overrides, imgsz=imgsz, trace_size=trace_size, compensate=compensate,
-                             grad_fn=grad_fn, seed=seed, calib=images)
+                             grad_fn=grad_fn, seed=seed, calib=images, target_latency=target_latency,
+                             backend=backend, threads=threads, latency_cache=latency_cache)
     meta = {"source": str(weights), "mode": mode, "criterion": criterion, "ratio": ratio, "threshold": threshold,
-            "target_macs": target_macs, "round_to": round_to, "amount": amount,
+            "target_macs": target_macs, "target_latency": target_latency, "round_to": report.get("round_to", round_to),
+            "amount": amount,
             "compensate": report.get("compensate"), "imgsz": imgsz,
             "calib": None if calib is None else {"source": str(calib), "images": calib_images, "imgsz": calib_imgsz},
             "macs_before": report["macs_before"], "macs_after": report["macs_after"],

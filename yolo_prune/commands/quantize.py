@@ -1,0 +1,1 @@
+../../tools/quantize.py

@@ -1,0 +1,1 @@
+../../tools/voc2yolo.py
