@@ -28,11 +28,14 @@ KNOWN_CYCLE_EDGES = {
     ("yolo_prune.prune.taylor", "yolo_prune.train.config"),  # Taylor builds its loss itself (planned: grad_fn
     ("yolo_prune.prune.taylor", "yolo_prune.train.losses"),  # from the caller)
     ("yolo_prune.train.sparsity", "yolo_prune.prune.plan"),
+    ("yolo_prune.train.unlabeled", "yolo_prune.prune.reconstruct"),  # same prune <-> train cycle (via taylor)
     ("yolo_prune.eval.infer", "yolo_prune.export.ort"),  # eval runs ONNX through export's runner (runtime/, planned)
     ("yolo_prune.export.benchmark", "yolo_prune.eval.coco"),
     ("yolo_prune.export.benchmark", "yolo_prune.eval.infer"),
     ("yolo_prune.export.benchmark", "yolo_prune.eval.profile"),
     ("yolo_prune.export.onnx", "yolo_prune.eval.profile"),
+    ("yolo_prune.export.quantize", "yolo_prune.eval.coco"),  # same eval <-> export cycle (runtime/, planned)
+    ("yolo_prune.export.quantize", "yolo_prune.eval.infer"),
 }
 
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from .images import image_size  # noqa: F401  (re-exported)
 from .labels import parse_labels
 
 from .sources import list_images, load_data_yaml  # noqa: F401  (re-exported)
@@ -49,27 +49,6 @@ def atomic_write_json(obj, path: str | os.PathLike) -> Path:
     return path
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) as cv2.imread will see it (EXIF rotation applied), read from the header only.
-
-    Raises ValueError naming the file when it is not a readable image.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            try:
-                orientation = im.getexif().get(274, 1)
-            except Exception:  # broken EXIF blocks are common and harmless for the size
-                orientation = 1
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"{path}: refused as a decompression bomb ({e})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as e:
-        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-    if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
-        w, h = h, w
-    return int(w), int(h)
 
 
 def label_path_for(image: str | os.PathLike) -> Path:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-IMG_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
+from .images import IMG_SUFFIXES  # noqa: F401  (re-exported for callers)
 
 
 def list_images(source, field: str | None = None, allow_empty: bool = False) -> list[Path]:

@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sources import IMG_SUFFIXES
+from .images import IMG_SUFFIXES, image_size
 
 VERSION = 1  # bump when the conversion's output changes: cached conversions are then redone
 MAX_XML_BYTES = 1 << 20  # 1 MiB per annotation file (a VOC file with 50 objects is ~10 KB)
@@ -236,7 +236,6 @@ def _place_image(src: Path, dst: Path, mode: str) -> None:
 
 
 def _convert_split(root, split, ids, anns, cls_of, difficult, out, mode, report, counts):
-    from .coco import image_size
 
     (out / "images" / split).mkdir(parents=True, exist_ok=True)
     (out / "labels" / split).mkdir(parents=True, exist_ok=True)

@@ -171,3 +171,13 @@ def layer_ops() -> dict:
             for op in handler.ops:
                 ops.setdefault(op, handler)
     return ops
+
+
+def layer_widths(model) -> dict:
+    """{layer: [in, out]} of every layer a handler knows (Conv2d/Linear; [n, n] for BatchNorm2d/GroupNorm)."""
+    widths = {}
+    for name, m in model.named_modules():
+        handler = handler_for(m)
+        if handler is not None:
+            widths[name] = list(handler.widths(m))
+    return widths

@@ -9,20 +9,10 @@ from torch import nn
 
 from ..eval.profile import profile
 from ..graph import trace
-from ..layers import handler_for
+from ..layers import layer_widths  # also imported from here by callers
 from .compensate import MODES, compensation_constants, fold_constants
 from .plan import PlanError, agp_schedule, check_selection, make_plan, resolve_names
 from .surgery import apply_plan
-
-
-def layer_widths(model: nn.Module) -> dict:
-    """{layer: [in, out]} of every layer a handler knows (Conv2d/Linear; [n, n] for BatchNorm2d/GroupNorm)."""
-    widths = {}
-    for name, m in model.named_modules():
-        handler = handler_for(m)
-        if handler is not None:
-            widths[name] = list(handler.widths(m))
-    return widths
 
 
 def _outputs(model, x):

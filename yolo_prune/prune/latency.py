@@ -41,7 +41,7 @@ def default_cache_dir() -> Path:
 
 def widths_key(model: nn.Module) -> str:
     """A digest of every conv/linear/BN width: two models with equal widths have the same latency."""
-    from .api import layer_widths
+    from ..layers import layer_widths
 
     return hashlib.sha1(json.dumps(layer_widths(model), sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,0 +1,33 @@
+"""Image files: which suffixes count as images, and their size read from the header only.
+
+A leaf module (no project imports), so the dataset readers (sources, coco, voc) can all use it without a cycle.
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+IMG_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) as cv2.imread will see it (EXIF rotation applied), read from the header only.
+
+    Raises ValueError naming the file when it is not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            try:
+                orientation = im.getexif().get(274, 1)
+            except Exception:  # broken EXIF blocks are common and harmless for the size
+                orientation = 1
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path}: refused as a decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as e:
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
+        w, h = h, w
+    return int(w), int(h)
