@@ -84,7 +84,7 @@ def main(argv=None):
     for note in report.get("notes", []):
         print(f"note: {note}")
     print(f"wrote {a.out} and {Path(a.out).with_suffix('.json')}"
-          + "".join(f", {x}" for x in [report.get("ultralytics_pt")] + report.get("darknet", []) if x))
+          + "".join(f", {x}" for x in [report.get("ultralytics_pt"), report.get("yolov5")] + list(report.get("darknet") or []) if x))
     return report
 
 

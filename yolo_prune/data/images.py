@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 
 IMG_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
 
@@ -18,7 +19,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _pil_open()(path) as im:
             w, h = im.size
             try:
                 orientation = im.getexif().get(274, 1)
@@ -26,8 +27,19 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
                 orientation = 1
     except Image.DecompressionBombError as e:
         raise ValueError(f"{path}: refused as a decompression bomb ({e})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error, ImportError) as e:
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
         w, h = h, w
     return int(w), int(h)
+
+
+def _pil_open():
+    """PIL's own Image.open. ultralytics replaces it with a wrapper that, for a file PIL cannot identify, checks for
+    (and may try to install) the pi-heif package and imports it: a hostile or broken image must not reach that."""
+    from PIL import Image
+
+    opener = Image.open
+    if getattr(opener, "__module__", "").startswith("PIL"):
+        return opener
+    return getattr(sys.modules.get("ultralytics.utils.patches"), "_image_open", opener)

@@ -30,8 +30,9 @@ def write_native(detector, out: str | Path) -> dict:
         return report
     if any(isinstance(m, CompensatedConv2d) for m in detector.modules()):
         report[family] = None
-        report["notes"].append(f"exact compensation adds CompensatedConv2d layers, which {family} cannot express; "
-                               f"no {family} file written (prune with --compensate bias for one)")
+        kind = {"darknet": "darknet cfg", "ultralytics": "ultralytics .pt", "yolov5": "yolov5 .pt"}[family]
+        report["notes"].append(f"exact compensation adds CompensatedConv2d layers, which a {kind} cannot express; "
+                               f"no {kind} written (prune with --compensate bias for one)")
         return report
     try:
         if family == "ultralytics":
