@@ -12,6 +12,8 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
+from hostile import TINY_CFG  # the hostile suite's tiny darknet cfg is the fuzzers' seed too
+
 ALLOWED = (ValueError, FileNotFoundError)
 # small limits keep fuzzed builds cheap; the code paths are the same as with the defaults
 FUZZ_ENV = {"YOLO_PRUNE_MAX_PARAMS": "2000000", "YOLO_PRUNE_MAX_CHANNELS": "256", "YOLO_PRUNE_MAX_LAYERS": "64",
@@ -53,36 +55,6 @@ def cfg_texts(draw):
     return "\n".join(lines) + "\n"
 
 
-TINY_CFG = """[net]
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-filters=24
-size=1
-stride=1
-pad=1
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=3
-num=3
-"""
 
 
 @st.composite
