@@ -58,20 +58,11 @@ class LayoutModel(nn.Module):
 
 def _yolov5_output(det, x):
     """yolov5 export output from the raw head: sigmoid, grid/anchor decode, obj and cls kept apart."""
+    from ..models.yolov5_legacy import decode_v5
+
     head = det.model.model[-1]
-    raw = det.model(x)
-    out = []
-    for i, p in enumerate(raw):
-        bs, na, ny, nx, _ = p.shape
-        s = p.sigmoid()
-        yv, xv = torch.meshgrid(torch.arange(ny, device=p.device, dtype=p.dtype),
-                                torch.arange(nx, device=p.device, dtype=p.dtype), indexing="ij")
-        grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2)
-        anchor = (head.anchors[i] * head.stride[i]).to(p.dtype).view(1, na, 1, 1, 2)
-        xy = (s[..., :2] * 2 - 0.5 + grid) * det.strides[i]
-        wh = (s[..., 2:4] * 2) ** 2 * anchor
-        out.append(torch.cat((xy, wh, s[..., 4:]), -1).view(bs, -1, s.shape[-1]))
-    return torch.cat(out, 1)
+    anchors_px = [head.anchors[i] * head.stride[i] for i in range(len(head.anchors))]
+    return decode_v5(det.model(x), anchors_px, det.strides, keep_objectness=True)
 
 
 def to_ours(y, layout: str):

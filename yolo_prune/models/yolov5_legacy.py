@@ -147,8 +147,10 @@ class Detect(nn.Module):
         return out
 
 
-def decode_v5(raw: list, anchors_px: torch.Tensor, strides) -> torch.Tensor:
-    """(B, na, H, W, 5+nc) logits per level -> (B, N, 4+nc): cx, cy, w, h in pixels, then obj * cls."""
+def decode_v5(raw: list, anchors_px, strides, keep_objectness: bool = False) -> torch.Tensor:
+    """(B, na, H, W, 5+nc) logits per level -> (B, N, 4+nc): cx, cy, w, h in pixels, then obj * cls.
+
+    ``keep_objectness``: (B, N, 5+nc) with obj and cls apart, as the yolov5 repo's own export writes it."""
     out = []
     for i, p in enumerate(raw):
         bs, na, ny, nx, _ = p.shape
@@ -159,7 +161,7 @@ def decode_v5(raw: list, anchors_px: torch.Tensor, strides) -> torch.Tensor:
         anchor = anchors_px[i].to(p.dtype).view(1, na, 1, 1, 2)
         xy = (s[..., :2] * 2 - 0.5 + grid) * strides[i]
         wh = (s[..., 2:4] * 2) ** 2 * anchor
-        scores = s[..., 5:] * s[..., 4:5]
+        scores = s[..., 4:] if keep_objectness else s[..., 5:] * s[..., 4:5]
         out.append(torch.cat((xy, wh, scores), -1).view(bs, -1, 4 + scores.shape[-1]))
     return torch.cat(out, 1)
 
