@@ -13,7 +13,7 @@ from yolo_prune.graph import trace
 from yolo_prune.models import load
 from yolo_prune.prune import PlanError, prune_model
 from yolo_prune.prune.plan import PruningPlan
-from yolo_prune.prune.reconstruct import calibration_batch, reconstruct
+from yolo_prune.prune.reconstruct import calibration_batch, reconstruct, restandardize_bn
 from yolo_prune.prune.run import prune_checkpoint
 from yolo_prune.prune.surgery import apply_plan
 
@@ -105,6 +105,48 @@ def test_refit_reduces_each_layers_error_and_the_output_error():
                 assert st["rel_err_after"] <= st["rel_err_before"] + 1e-6, name
             assert rec["rel_err_after_mean"] < 0.7 * rec["rel_err_before_mean"]
     assert errs["reconstruct"] < 0.7 * errs["bias"], errs
+
+
+def test_restandardized_bn_keeps_its_function_and_agrees_in_train_mode():
+    """After a refit the BN gets the refit output's own statistics: eval output unchanged, and a train-mode batch
+    of the calibration data (what fine-tuning and recalibration see) now gives the eval output too."""
+    g = torch.Generator().manual_seed(0)
+    bn = nn.BatchNorm2d(6).eval()
+    bn.weight.data, bn.bias.data = torch.rand(6, generator=g) + 0.5, torch.randn(6, generator=g)
+    bn.running_mean.copy_(torch.randn(6, generator=g))
+    bn.running_var.copy_(torch.rand(6, generator=g) + 0.5)
+    z = torch.randn(16, 6, 8, 8, generator=g) * 0.3 + 2.0  # a refit output: other mean, smaller variance
+    with torch.no_grad():
+        want = bn(z)
+        gap_before = (copy.deepcopy(bn).train()(z) - want).abs().max()
+        assert restandardize_bn(bn, z.mean((0, 2, 3)), z.var((0, 2, 3), unbiased=False))
+        assert torch.allclose(bn(z), want, atol=1e-5)
+        assert torch.allclose(bn.train()(z), want, atol=1e-4)
+    assert gap_before > 0.1  # without it train mode differs: the test can fail
+    assert not restandardize_bn(nn.BatchNorm2d(6, affine=False), torch.zeros(6), torch.ones(6))
+
+
+def test_reconstruct_restandardizes_the_bns_of_refit_layers():
+    """Each refit conv's BN ends with the running statistics of that conv's actual output on the calibration
+    images (so train-mode BN and recalibration agree with the refit), without changing the model's output."""
+    base = _randomize_bn(load("yolov5nu.yaml")).eval()
+    calib = _images(8, 64)
+    det = copy.deepcopy(base)
+    rep = prune_model(det, 0.3, criterion="l2", compensate="reconstruct", calib=calib, imgsz=64, verify=False,
+                      progress=False)
+    rec = rep["reconstruction"]
+    with_bn = sorted(n for n in rec["per_layer"] if n.endswith(".conv"))  # Conv blocks: conv -> bn -> act
+    assert rec["bn_restandardized"] == len(with_bn) > 10
+    name = with_bn[len(with_bn) // 2]
+    conv, bn = det.get_submodule(name), det.get_submodule(name.rsplit(".", 1)[0] + ".bn")
+    seen = {}
+    h = conv.register_forward_hook(lambda m, i, o: seen.setdefault("z", o))
+    with torch.no_grad():
+        det.eval()(calib)
+    h.remove()
+    z = seen["z"].double()
+    for got, want in ((bn.running_mean, z.mean((0, 2, 3))), (bn.running_var, z.var((0, 2, 3), unbiased=False))):
+        assert (got.double() - want).abs().max() <= 1e-4 * want.abs().max(), name
 
 
 @pytest.mark.parametrize("name", ["yolov5nu.yaml", "yolov8n.yaml",

@@ -161,6 +161,23 @@ def test_sparse_epoch_moves_gamma_toward_zero(tmp_path, syn):
     assert {"gamma<0.001", "gamma<0.01", "gamma<0.1", "loss_box", "sr"} <= set(rows[0])
 
 
+def test_freeze_bn_trains_gamma_but_keeps_running_statistics(tmp_path, syn):
+    moved = {}
+    for freeze in (False, True):
+        torch.manual_seed(0)
+        det = load("yolov8n.yaml", nc=3)
+        before = {k: v.clone() for k, v in det.state_dict().items()}
+        train(det, syn, epochs=1, imgsz=64, batch=4, out_dir=tmp_path / f"f{freeze}",
+              overrides={**QUICK, "ema": False, "freeze_bn": freeze, "bn_recalibrate": 2, "max_steps": 2,
+                         "lr0": 0.1})
+        after = det.state_dict()
+        moved[freeze] = {kind: sum(int(not torch.equal(after[k], before[k])) for k in after if k.endswith(kind))
+                         for kind in ("bn.running_mean", "bn.running_var", "bn.weight")}
+    assert moved[True]["bn.running_mean"] == moved[True]["bn.running_var"] == 0  # no update, no recalibration
+    assert moved[True]["bn.weight"] > 10  # γ still trains
+    assert moved[False]["bn.running_mean"] > 10  # train-mode BN moves them: the test can fail
+
+
 def test_targeted_sparsity_zeroes_exactly_what_the_cut_removes(tmp_path, syn):
     """γ of the channels a target-MACs cut removes reach exactly 0, so pruning afterwards changes no output."""
     from yolo_prune.prune.run import prune_checkpoint

@@ -138,6 +138,7 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
         report["reconstruction"] = {
             "images": recon["images"], "positions_per_layer": recon["positions"], "alpha": recon["alpha"],
             "refit_layers": len(fitted), "fallback_layers": recon["fallback"],
+            "bn_restandardized": recon["bn_restandardized"],
             "unchanged_layers": sorted(k for k, v in recon["layers"].items() if "skipped" in v),
             "rel_err_before_mean": float(sum(v["rel_err_before"] for v in fitted.values()) / max(len(fitted), 1)),
             "rel_err_after_mean": float(sum(v["rel_err_after"] for v in fitted.values()) / max(len(fitted), 1)),

@@ -19,10 +19,22 @@ with the layer's own zero padding, so borders are fitted too); a 1 column carrie
 ridge λ = ``alpha`` · trace(G)/d pulls toward the original weights where the data does not determine them. A
 layer whose system is not positive definite keeps its β-compensated weights (``fallback`` in the report).
 
-BN statistics are kept, not re-estimated: the conv is fitted to reproduce the ORIGINAL pre-BN output, so the
-original running mean/variance are, by construction, the statistics of the refit output (up to the fit residual).
-Re-estimating them on a few hundred images would replace population statistics from the full training set by a
-noisy estimate and undo part of the fit. The fitted bias of a bias-free conv goes into the BN's running mean.
+The BN after a refit conv keeps its eval-mode FUNCTION: the conv is fitted to reproduce the ORIGINAL pre-BN
+output, so normalising it with the original running mean/variance gives the original post-BN output (up to the fit
+residual); re-estimating the statistics from the refit output would undo part of the fit, because a least-squares
+fit has a smaller variance than its target (var(fit) = var(target) - var(residual)) and dividing by the smaller
+standard deviation amplifies the layer by 1/sqrt(1 - residual share), compounding over the network. The fitted bias
+of a bias-free conv goes into the BN's running mean.
+
+But training and BN recalibration normalise with the statistics of the data they see, i.e. with exactly that
+smaller variance. So the BN is then *re-parametrised* (``restandardize_bn``): its running mean/variance become the
+refit output's actual statistics on the calibration images, and γ, β absorb the difference,
+
+    γ' = γ · σ_fit / σ,   β' = β + γ (μ_fit - μ) / σ,   μ, σ² := μ_fit, σ_fit²
+
+which is the same eval-mode function exactly, while a train-mode batch (or a recalibration) with statistics close
+to the calibration images' now reproduces it too. Without this, a labelled fine-tune with train-mode BN starts
+from a much worse model than the one the refit produced (BCCD at 0.5x MACs: 0.271 -> 0.025 after one epoch).
 
 Not refit (they keep β compensation): depthwise/grouped convs (they cannot mix channels: a depthwise layer loses
 the same channel on both sides and its consumer downstream is refit instead), layers called more than once
@@ -303,7 +315,15 @@ def reconstruct(model: nn.Module, reference: nn.Module, graph, plan, images: tor
             mod.bias = nn.Parameter(b.to(mod.weight.dtype), requires_grad=mod.weight.requires_grad)
         layers[name] = stats
 
+    out_stats: dict = {}
+
+    def record(mod, inp, out, name):  # the (refit) layer's actual output statistics, for restandardize_bn
+        if name in fallback or "skipped" not in layers.get(name, {"skipped": 1}):
+            dims = [0] + list(range(2, out.dim())) if out.dim() > 2 else [0]
+            out_stats[name] = (out.mean(dims, dtype=torch.float64), out.double().var(dims, unbiased=False))
+
     handles = [modules[nm].register_forward_pre_hook(lambda m, i, nm=nm: refit(m, i, nm)) for nm in targets]
+    handles += [modules[nm].register_forward_hook(lambda m, i, o, nm=nm: record(m, i, o, nm)) for nm in targets]
     was = model.training
     model.eval()
     try:
@@ -313,8 +333,37 @@ def reconstruct(model: nn.Module, reference: nn.Module, graph, plan, images: tor
             h.remove()
         model.train(was)
         bar.close()
+    restandardized = []
+    for name, (mean, var) in out_stats.items():
+        bn = modules.get(graph.conv_info[name].bn or "")
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and restandardize_bn(bn, mean, var):
+            restandardized.append(name)
     return {"layers": layers, "fallback": fallback, "images": len(images), "positions": max_positions,
-            "alpha": alpha}
+            "alpha": alpha, "bn_restandardized": len(restandardized)}
+
+
+@torch.no_grad()
+def restandardize_bn(bn: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> bool:
+    """Give ``bn`` running statistics (``mean``, ``var``) and the same eval-mode function (γ, β absorb the change).
+
+    Returns False (and changes nothing) when the BN has no running statistics or no affine parameters to absorb
+    the change, or the new statistics are not usable (non-finite, a zero variance).
+    """
+    if bn.running_mean is None or bn.running_var is None or bn.weight is None or bn.bias is None:
+        return False
+    mean, var = mean.to(bn.running_mean), var.to(bn.running_var)
+    if mean.shape != bn.running_mean.shape or not (torch.isfinite(mean).all() and torch.isfinite(var).all()) \
+            or bool((var <= 0).any()):
+        return False
+    old_std = (bn.running_var.double() + bn.eps).sqrt()
+    new_std = (var.double() + bn.eps).sqrt()
+    gamma = bn.weight.detach().double()
+    bn.bias.data.copy_((bn.bias.detach().double() + gamma * (mean.double() - bn.running_mean.double()) / old_std)
+                       .to(bn.bias.dtype))
+    bn.weight.data.copy_((gamma * new_std / old_std).to(bn.weight.dtype))
+    bn.running_mean.copy_(mean)
+    bn.running_var.copy_(var)
+    return True
 
 
 # -- statistics for the recon criterion ------------------------------------------------------------------------

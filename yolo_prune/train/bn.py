@@ -50,3 +50,12 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, device=None, max_batches
         for m, mode in modes.items():
             m.training = mode
     return n
+
+
+def freeze_bn_statistics(model: nn.Module) -> nn.Module:
+    """Put every BatchNorm of ``model`` in eval mode (running statistics used, never updated) and leave the rest
+    as it is; γ and β keep their gradients. Call it after each ``model.train()``."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    return model

@@ -24,7 +24,7 @@ from ..models import checkpoint as ckpt_io
 from . import config as train_config
 from .ema import ModelEMA, unwrap
 from .losses import build_loss
-from .bn import recalibrate_bn
+from .bn import freeze_bn_statistics, recalibrate_bn
 from .sparsity import SparsityHook, TargetedSparsity, gamma_shares, gammas, plot_gamma_hist, prunable_bns, sr_at
 
 HOOK_EVENTS = ("train_start", "epoch_start", "after_backward", "before_step", "after_step", "epoch_end",
@@ -218,7 +218,7 @@ def _run(detector, data_yaml: Path, cfg, out_dir, events, teacher, stage, resume
     loader = build_loader(dataset, batch, int(cfg["workers"]), seed, rank=max(rank, 0), world_size=world)
     nb = len(loader)
     calib_loader = None
-    if main and int(cfg["bn_recalibrate"]) > 0:  # only the main process evaluates and saves
+    if main and int(cfg["bn_recalibrate"]) > 0 and not cfg["freeze_bn"]:  # only the main process evaluates
         calib_set = build_dataset(data, "train", imgsz, batch, cfg, augment=False, stride=stride)
         calib_loader = build_loader(calib_set, batch, 0, seed, shuffle=False)
 
@@ -295,6 +295,8 @@ def _run(detector, data_yaml: Path, cfg, out_dir, events, teacher, stage, resume
         for g in optimizer.param_groups:
             g["lr"] = g["initial_lr"] * lr_factor(epoch, cfg)
         net.train()
+        if cfg["freeze_bn"]:
+            freeze_bn_statistics(detector)
         for fn in events["epoch_start"]:
             fn(state)
         sums: dict[str, float] = {}

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .bn import freeze_bn_statistics
 from .distill import distill_loss, teacher_mode
 
 
@@ -52,10 +53,7 @@ def _raw(model: nn.Module, x: torch.Tensor):
 
 
 def _freeze_bn(model: nn.Module) -> None:
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    freeze_bn_statistics(model.train())
 
 
 @torch.no_grad()
