@@ -200,7 +200,7 @@ def test_unloadable_checkpoint_path(tmp_path):
 
 def test_tolerance_failure_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "FP32_ATOL", -1.0)  # any difference, even 0, is now too much
-    with pytest.raises(ExportError, match=r"max abs diff .*\(allowed -1.0 \+ 1e-05\*\|ref\|\)\. The file was not"):
+    with pytest.raises(ExportError, match=r"max abs diff .*\(allowed -1.0 \+ 1e-05\*\|ref\|, box coord.*\)\. The file was not"):
         export_onnx(tiny(), tmp_path / "t.onnx", imgsz=32)
     assert not list(tmp_path.iterdir())
 
@@ -267,3 +267,19 @@ def test_onnx_map_matches_pytorch(tmp_path, yolov5n_pt, coco128):
     assert ref["mAP50-95"] > 0.1
     assert abs(got["mAP50-95"] - ref["mAP50-95"]) < 0.002
     assert abs(got["mAP50"] - ref["mAP50"]) < 0.002
+
+
+def test_tolerance_scales_coordinates_by_the_largest_one_but_not_scores():
+    ref = np.zeros((1, 3, 7))
+    ref[0, :, :4] = [[40.0, 30.0, 10.0, 12.0], [300.0, 310.0, 20.0, 25.0], [350.0, 5.0, 8.0, 9.0]]
+    ref[0, :, 4:] = 0.5
+    mask = onnx_export.coordinate_mask(ref.shape)
+    coord_noise = ref.copy()
+    coord_noise[0, 0, 0] += 2.9e-3  # summation-order noise on a small coordinate among 350 px ones
+    assert not onnx_export._within_tolerance(coord_noise, ref, False)  # elementwise alone refuses it
+    assert onnx_export._within_tolerance(coord_noise, ref, False, mask)
+    score_noise = ref.copy()
+    score_noise[0, 0, 5] += 2.9e-3  # the same error on a score is still refused
+    assert not onnx_export._within_tolerance(score_noise, ref, False, mask)
+    t = onnx_export.coordinate_mask((1, 7, 3), "ultralytics")
+    assert t[0, :4].all() and not t[0, 4:].any()
