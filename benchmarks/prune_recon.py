@@ -5,7 +5,7 @@
       --targets 0.9 0.8 0.7 0.5 --out runs/bench/prune_recon
 
 Calibration images: coco128 train2017 (no labels read); score: coco128 val2017 with pycocotools.
-Each row is ``--rows`` entry COMPENSATE:CRITERION[:RANK] (RANK: importance (default) or per-mac). Writes OUT/prune_recon.md and OUT/prune_recon.json.
+Each row is ``--rows`` entry COMPENSATE:CRITERION. Writes OUT/prune_recon.md and OUT/prune_recon.json.
 """
 import argparse
 import copy
@@ -63,10 +63,10 @@ def main():
     grad_fn = taylor_grad_fn(coco / "data.yaml", imgsz=a.imgsz)
     for tm in a.targets:
         for row in a.rows:
-            comp, crit, rank = (row.split(":") + ["importance"])[:3]
+            comp, crit = row.split(":")
             det = copy.deepcopy(base)
             t = time.time()
-            rep = prune_model(det, target_macs=tm, criterion=crit, compensate=comp, round_to=a.round_to, rank=rank,
+            rep = prune_model(det, target_macs=tm, criterion=crit, compensate=comp, round_to=a.round_to,
                               imgsz=a.imgsz, verify=False, grad_fn=grad_fn if crit == "taylor" else None,
                               calib=calib, calib_positions=a.calib_positions, recon_alpha=a.alpha, progress=False)
             prune_s = time.time() - t

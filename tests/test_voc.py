@@ -151,16 +151,25 @@ def test_bccd_defects_found(shared, tmp_path):
 
 def test_auto_defaults_rule():
     from yolo_prune.pipeline import load_defaults, resolve_config
-    from yolo_prune.pipeline_defaults import resolve_auto
+    from yolo_prune.pipeline_defaults import recon_epochs, resolve_auto
 
     cfg = resolve_config(None, {})  # the demo: no weights, auto keeps what the demo was measured with
     demo, _ = resolve_auto(cfg, 384, load_defaults())
     assert (demo["epochs_sparse"], demo["epochs_finetune"], demo["sparsity"], demo["sr"]) == (2, 5, "l1", 0.001)
-    cfg["weights"] = "w.pt"  # a trained model (the file is not read here)
+    assert (demo["compensate"], demo["finetune_freeze_bn"]) == ("bias", False)
+    cfg["weights"] = "w.pt"  # a trained model (the file is not read here): refit, no sparse stage, frozen BN
+    for n_train in (292, 128, 20, 50_000):
+        auto, notes = resolve_auto(cfg, n_train, load_defaults())
+        assert (auto["compensate"], auto["epochs_sparse"], auto["finetune_freeze_bn"]) == ("reconstruct", 0, True)
+        assert auto["epochs_finetune"] == auto["plain_arm_epochs"] == recon_epochs(n_train) >= 4
+    assert any("reconstruct" in n for n in notes)
+    assert recon_epochs(292) > recon_epochs(5000)  # small sets get more epochs
+    cfg["compensate"] = "bias"  # asked for: the targeted fade makes the removed channels constant first
     for n_train, split in ((292, (2, 2)), (128, (4, 5)), (20, (15, 15)), (50_000, (2, 2))):
         auto, notes = resolve_auto(cfg, n_train, load_defaults())
         assert (auto["epochs_sparse"], auto["epochs_finetune"]) == split
         assert auto["plain_arm_epochs"] == sum(split)
+        assert auto["finetune_freeze_bn"] is False
     assert (auto["sparsity"], auto["sr"], auto["target_start"], auto["target_zero_at"]) == ("targeted", 0.0, 0, 1.0)
     assert auto["finetune_train"]["optimizer"] == "SGD" and auto["sparse_train"]["bn_recalibrate"] == 16
     assert any("targeted" in n for n in notes)

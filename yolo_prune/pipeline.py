@@ -180,9 +180,12 @@ def _check_values(cfg: dict) -> None:
         raise ValueError(f"pipeline config 'quantize_calib_images': expected >= 1, found {cfg['quantize_calib_images']}")
     if cfg["ratio"] is not None and not 0 < float(cfg["ratio"]) < 1:
         raise ValueError(f"pipeline config 'ratio': expected 0 < r < 1, found {cfg['ratio']}")
-    if cfg["compensate"] not in ("bias", "exact", "reconstruct", "off"):
-        raise ValueError(f"pipeline config 'compensate': expected bias, exact, reconstruct or off, found "
+    if cfg["compensate"] not in ("auto", "bias", "exact", "reconstruct", "off"):
+        raise ValueError(f"pipeline config 'compensate': expected auto, bias, exact, reconstruct or off, found "
                          f"{cfg['compensate']!r}")
+    if not (isinstance(cfg["finetune_freeze_bn"], bool) or is_auto(cfg["finetune_freeze_bn"])):
+        raise ValueError(f"pipeline config 'finetune_freeze_bn': expected auto, true or false, found "
+                         f"{cfg['finetune_freeze_bn']!r}")
     if int(cfg["calib_images"]) < 1:
         raise ValueError(f"pipeline config 'calib_images': expected >= 1, found {cfg['calib_images']}")
     if not isinstance(cfg["ignore"], list):
@@ -761,6 +764,8 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
 
         folder = out / STAGE_DIRS["finetune"]
         o = _train_overrides(cfg, "finetune_train", cfg["epochs_finetune"], device, nc)
+        if cfg["finetune_freeze_bn"]:  # only the pruned model's fine-tune: the plain arm keeps its recipe
+            o.update(freeze_bn=True, bn_recalibrate=0)
 
         def _finetune(f):
             r = finetune(str(pruned), str(run.data), out_dir=f, overrides=o)

@@ -28,6 +28,8 @@ from __future__ import annotations
 IMAGES_SEEN = 1200
 MIN_EPOCHS, MAX_EPOCHS = 4, 30
 BN_RECALIBRATE_BATCHES = 16
+RECON_IMAGES_SEEN = 7000  # placeholder until measured
+RECON_MIN_EPOCHS, RECON_MAX_EPOCHS = 4, 40
 PRETRAINED_RECIPE = {"optimizer": "SGD", "lr0": 0.00334, "lrf": 0.15, "momentum": 0.75, "weight_decay": 0.00025,
                      "nbs": "auto", "warmup_epochs": 0.0, "bn_recalibrate": BN_RECALIBRATE_BATCHES}
 DEMO = {"epochs_sparse": 2, "epochs_finetune": 5, "sparsity": "l1"}
@@ -38,12 +40,32 @@ def budget_epochs(n_train: int) -> int:
     return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(IMAGES_SEEN / max(1, n_train)))))
 
 
+def recon_epochs(n_train: int) -> int:
+    """Fine-tune epochs after a reconstruct cut: about RECON_IMAGES_SEEN images, RECON_MIN..RECON_MAX epochs."""
+    return int(min(RECON_MAX_EPOCHS, max(RECON_MIN_EPOCHS, round(RECON_IMAGES_SEEN / max(1, n_train)))))
+
+
+def _resolve_compensation(cfg: dict, pretrained: bool, notes: list) -> None:
+    """compensate auto: reconstruct for the user's trained model (no sparse stage), bias for the demo."""
+    if cfg.get("compensate") == "auto":
+        cfg["compensate"] = "reconstruct" if pretrained else "bias"
+    if cfg.get("finetune_freeze_bn") == "auto":
+        cfg["finetune_freeze_bn"] = cfg["compensate"] == "reconstruct"
+    if not (pretrained and cfg["compensate"] == "reconstruct"):
+        return
+    if cfg.get("epochs_sparse") == "auto":
+        cfg["epochs_sparse"] = 0  # nothing to fade: the refit stands in for the removed channels
+    notes.append(f"compensate: reconstruct (least-squares refit on {cfg.get('calib_images')} unlabeled train "
+                 "images), no sparse stage, fine-tune with frozen BN statistics")
+
+
 def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[str]]:
     """Replace every ``auto`` of ``cfg`` (a copy is returned) and say what was chosen and why, one line each.
     ``defaults``: yolo_prune/defaults/pipeline.yaml as shipped, to tell the user's own ``train`` settings from the defaults."""
     cfg = dict(cfg)
     notes = []
     pretrained = cfg.get("weights") is not None
+    _resolve_compensation(cfg, pretrained, notes)
     if not pretrained:
         for k, v in DEMO.items():
             if cfg.get(k) == "auto":
@@ -53,7 +75,7 @@ def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[st
         if cfg.get("sr") == "auto":
             cfg["sr"] = 0.001
         return cfg, notes
-    e = budget_epochs(n_train)
+    e = recon_epochs(n_train) if cfg["compensate"] == "reconstruct" else budget_epochs(n_train)
     if cfg.get("epochs_sparse") == "auto" and cfg.get("epochs_finetune") == "auto":
         cfg["epochs_sparse"], cfg["epochs_finetune"] = e // 2, e - e // 2
         notes.append(f"epochs: {e} for {n_train} train images (about {IMAGES_SEEN} images seen), "
@@ -65,7 +87,9 @@ def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[st
     if cfg.get("plain_arm_epochs") == "auto":
         cfg["plain_arm_epochs"] = int(cfg["epochs_sparse"]) + int(cfg["epochs_finetune"])
     if cfg.get("sparsity") == "auto":
-        if cfg.get("target_macs") is not None and cfg.get("criterion") == "bn":
+        if int(cfg["epochs_sparse"]) == 0:
+            cfg["sparsity"] = "l1"  # no sparse stage: unused
+        elif cfg.get("target_macs") is not None and cfg.get("criterion") == "bn":
             cfg["sparsity"] = "targeted"
             cfg["target_start"], cfg["target_zero_at"] = 0, 1.0
             notes.append("sparsity: targeted fade over the whole sparse stage (a trained model: the slowest fade "

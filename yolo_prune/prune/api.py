@@ -40,7 +40,7 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
                 verify: bool = True, profile_size: int | None = None, calib: torch.Tensor | None = None,
                 calib_positions: int = 16384, recon_alpha: float = 1e-3, progress: bool = True,
                 target_latency: float | None = None, backend: str = "ort-cpu", threads: int | None = 1,
-                latency_measurer=None, latency_cache=None, rank: str = "importance") -> dict:
+                latency_measurer=None, latency_cache=None) -> dict:
     """Prune ``model`` in place (physically smaller layers) and return a report.
 
     ``target_latency``: instead of ratio/threshold/target_macs, a fraction of the unpruned model's latency
@@ -101,7 +101,7 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
         round_to = 8 if round_to is None else round_to
         plan = make_plan(graph, ratio=ratio, criterion=criterion, local=local, threshold=threshold,
                          target_macs=target_macs, round_to=round_to, min_keep=min_keep, overrides=overrides,
-                         seed=seed, stats=stats, rank=rank)
+                         seed=seed, stats=stats)
     if plan.removed_channels == 0:
         raise PlanError("the plan removes no channel (ratio/threshold too small for the width constraints "
                         f"round_to={round_to}, min_keep={min_keep:.0%})")
@@ -122,7 +122,7 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
 
     after = profile(model, prof_size)
     report = {
-        "criterion": criterion, "rank": rank, "ratio": ratio, "local": local, "threshold": threshold, "target_macs": target_macs,
+        "criterion": criterion, "ratio": ratio, "local": local, "threshold": threshold, "target_macs": target_macs,
         "round_to": round_to, "min_keep": min_keep, "compensate": compensate, "ignore": sorted(ignored),
         "imgsz": prof_size, "groups": len(graph.groups),
         "prunable_channels": sum(gr.width for gr in graph.groups), "removed_channels": plan.removed_channels,

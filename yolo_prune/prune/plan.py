@@ -100,28 +100,15 @@ def check_selection(ratio=None, threshold=None, target_macs=None, round_to=8) ->
         raise PlanError(f"round_to: expected >= 1, found {round_to}")
 
 
-RANKS = ("importance", "per-mac")
-
-
-def _per_mac(scores: list, graph: DependencyGraph, macs_model: MacsModel) -> list:
-    """Scores divided by the MACs one channel of each group saves (relative to the mean saving, unit-free)."""
-    base = macs_model.macs()
-    saved = np.array([max(base - macs_model.macs({g.gid: 1}), 1) for g in graph.groups], dtype=np.float64)
-    saved /= saved.mean()
-    return [s / w for s, w in zip(scores, saved)]
-
-
 def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: str = "bn", local: bool = False,
               threshold: float | None = None, target_macs: float | None = None, round_to: int = 8,
               min_keep: float = 0.1, overrides: list | None = None, seed: int = 0,
-              stats: dict | None = None, cost_model=None, rank: str = "importance") -> PruningPlan:
+              stats: dict | None = None, cost_model=None) -> PruningPlan:
     """Choose channels to remove.
 
     Exactly one of ``ratio`` (fraction of prunable channels; global unless ``local``), ``threshold`` (remove
     channels scoring below it, |gamma| for ``bn``) or ``target_macs`` (fraction of the original MACs) is used.
     ``overrides``: [(glob, ratio_or_None)] per-layer local ratios (None = exclude), NNI config_list style.
-    ``rank``: ``importance`` ranks channels by their (group-normalised) score; ``per-mac`` by score per MAC the
-    channel's removal saves (a knapsack's greedy order: the least importance lost for the MACs a target asks).
     ``cost_model``: with ``target_macs``, the cost the fraction applies to instead of MACs: an object with
     ``cost(counts, remove) -> float`` (e.g. ``latency.LatencyModel``: measured latency ratio); the search along
     the global ranking is the same, only what "meets the target" means changes.
@@ -136,11 +123,6 @@ def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: 
     if criterion not in ("bn", "recon"):  # layer scales differ: compare channels relative to their group's mean
         # (recon scores are already relative errors of the consumers)
         scores = [s / (s.mean() + 1e-12) for s in scores]
-    macs_model = MacsModel(graph, modules)
-    if rank not in RANKS:
-        raise PlanError(f"rank: expected one of {', '.join(RANKS)}, found {rank!r}")
-    if rank == "per-mac":
-        scores = _per_mac(scores, graph, macs_model)
     floors = [_min_keep(g.width, round_to, min_keep) for g in graph.groups]
     order = [np.argsort(s, kind="stable") for s in scores]
 
@@ -181,6 +163,7 @@ def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: 
             counts[g.gid] = g.width - kept
         return counts
 
+    macs_model = MacsModel(graph, modules)
     base_macs = macs_model.macs()
     total = sum(g.width for g in graph.groups)
 
