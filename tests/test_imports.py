@@ -21,10 +21,6 @@ LEAF_MODULES = {"yolo_prune.models.spec": {"yolo_prune.layers", "yolo_prune.mode
                 "yolo_prune.models.validate": set(), "yolo_prune.eval.profile": {"yolo_prune.layers"}}
 # cycles that remain elsewhere (module -> module edges that close them); fixing one only shrinks this list
 KNOWN_CYCLE_EDGES = {
-    ("yolo_prune.models", "yolo_prune.models.checkpoint"),  # loader <-> checkpoint (family registry, planned)
-    ("yolo_prune.models.checkpoint", "yolo_prune.models"),
-    ("yolo_prune.models.safe_pickle", "yolo_prune.models.yolov5_legacy"),  # pickle policy per family (planned)
-    ("yolo_prune.models.yolov5_legacy", "yolo_prune.models.safe_pickle"),
     ("yolo_prune.prune.taylor", "yolo_prune.train.config"),  # Taylor builds its loss itself (planned: grad_fn
     ("yolo_prune.prune.taylor", "yolo_prune.train.losses"),  # from the caller)
     ("yolo_prune.train.sparsity", "yolo_prune.prune.plan"),

@@ -27,13 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import registry
 from .detector import Detector
+from .transfer import ClassConv
+from .yolov5_legacy import class_bias as yolov5_class_bias
 from .validate import _over, check_int, limits
 
 __all__ = [
     "CfgSection", "parse_cfg", "DarknetNet", "DarknetDetector", "ConvLayer", "RouteLayer", "ShortcutLayer",
     "MaxPoolLayer", "UpsampleLayer", "YoloLayer", "build_darknet", "load_darknet", "read_weights",
-    "write_weights", "write_cfg", "weights_float_count", "cfg_text_for",
+    "write_weights", "write_cfg", "weights_float_count", "cfg_text_for", "FAMILY",
 ]
 
 BN_EPS = 1e-5
@@ -787,3 +790,51 @@ def write_cfg(detector: DarknetDetector, path) -> Path:
     """Write a .cfg whose filters reflect the current conv widths; with write_weights it reloads identically."""
     text = cfg_text_for(detector)
     return _atomic_write_bytes(Path(path), [text.encode("utf-8")])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the family
+
+
+def _class_convs(det) -> list[ClassConv]:
+    """The conv feeding each [yolo] layer: na x (5 box/objectness rows + nc class rows)."""
+    yolos = det.model.yolo_layers
+    return [ClassConv(name, y.na, 5, float(y.stride)) for name, y in zip(det.head_modules(), yolos)]
+
+
+def _class_bias(bias: torch.Tensor, nc: int, stride: float) -> None:
+    # darknet's own C trainer leaves new biases at 0; we train darknet heads with the yolov5 loss, so its prior
+    yolov5_class_bias(bias, nc, stride)
+
+
+def _set_nc(det, nc: int) -> None:
+    for y in det.model.yolo_layers:
+        y.classes = nc
+
+
+def _sniff(path: Path, pickle_globals: frozenset | None) -> bool:
+    return pickle_globals is None and path.suffix.lower() in (".cfg", ".weights")
+
+
+def _load(path, nc: int | None = None, weights=None) -> DarknetDetector:
+    """A .cfg (+ ``weights``), or a .weights with the .cfg of the same stem beside it."""
+    path = Path(path)
+    is_cfg = path.suffix.lower() == ".cfg"
+    w = weights if weights is not None else (None if is_cfg else path)
+    return load_darknet(path if is_cfg else path.with_suffix(".cfg"), weights=w, nc=nc)
+
+
+def _write_native(detector, out) -> list[Path]:
+    out = Path(out)
+    cfg = write_cfg(detector, out.with_suffix(".cfg"))
+    try:
+        return [cfg, write_weights(detector, out.with_suffix(".weights"))]
+    except BaseException:
+        cfg.unlink(missing_ok=True)
+        raise
+
+
+FAMILY = registry.register(registry.Family(
+    name="darknet", sniff=_sniff, load=_load, build=build_darknet, loss="anchor",
+    write_native=_write_native, native_kind="darknet cfg",
+    head=registry.ClassHead(_class_convs, _class_bias, _set_nc)))
