@@ -13,6 +13,7 @@ if not __package__:  # run as a script from a checkout (python tools/x.py): use 
 from yolo_prune.prune.compensate import MODES  # noqa: E402
 from yolo_prune.prune.importance import CRITERIA  # noqa: E402
 from yolo_prune.prune.run import prune_checkpoint, summary_table  # noqa: E402
+from yolo_prune.train.taylor import taylor_grad_fn  # noqa: E402
 
 
 def main(argv=None):
@@ -58,13 +59,16 @@ def main(argv=None):
     if a.mode == "structured" and a.ratio is None and a.threshold is None and a.target_macs is None \
             and a.target_latency is None:
         p.error("give one of --ratio, --threshold, --target-macs or --target-latency")
+    grad_fn = None
+    if a.criterion == "taylor" and a.data is not None:  # gradients from a few real batches, with the family's loss
+        grad_fn = taylor_grad_fn(a.data, imgsz=min(a.imgsz, 320))
     report = prune_checkpoint(
         a.weights, a.out, ratio=a.ratio, criterion=a.criterion, local=a.local, threshold=a.threshold,
         target_macs=a.target_macs, round_to=a.round_to, min_keep=a.min_keep, ignore=a.ignore, config=a.config,
         imgsz=a.imgsz, compensate="off" if a.no_compensate else a.compensate, mode=a.mode, amount=a.amount,
         show_groups=a.show_groups, data=a.data, device=a.device, seed=a.seed, calib=a.calib,
         calib_images=a.calib_images, calib_imgsz=a.calib_imgsz, target_latency=a.target_latency,
-        backend=a.backend, threads=a.threads, latency_cache=a.latency_cache)
+        backend=a.backend, threads=a.threads, latency_cache=a.latency_cache, grad_fn=grad_fn)
     print(summary_table(report))
     if "reconstruction" in report:
         r = report["reconstruction"]

@@ -458,6 +458,14 @@ def _calib_args(run: _Run) -> dict:
     return {"calib": str(run.data), "calib_images": int(cfg["calib_images"]), "calib_imgsz": cfg["imgsz"]}
 
 
+def _taylor_args(run: _Run) -> dict:
+    """criterion taylor: gradients of the family's loss on a few training batches (built here, from train/)."""
+    if run.cfg["criterion"] != "taylor":
+        return {}
+    from .train.taylor import taylor_grad_fn
+    return {"data": str(run.data), "grad_fn": taylor_grad_fn(run.data, imgsz=min(run.cfg["imgsz"], 320))}
+
+
 def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict, dict]:
     from .graph import prunable_bn_names
     from .models import load
@@ -475,7 +483,7 @@ def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict,
                               min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]),
                               imgsz=cfg["imgsz"], compensate=cfg["compensate"], seed=cfg["seed"],
                               target_latency=cfg["target_latency"], backend=cfg["latency_backend"],
-                              threads=cfg["latency_threads"], **_calib_args(run))
+                              threads=cfg["latency_threads"], **_calib_args(run), **_taylor_args(run))
     removed = _removed_channels(gamma_sparse, load(out))
     removed_vals = [gamma_sparse[n][i] for n, idx in removed.items() for i in idx]
     n_channels = sum(len(g) for g in gamma_sparse.values())
@@ -747,6 +755,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
                         cfg["min_keep"], *(["--ignore", *cfg["ignore"]] if cfg["ignore"] else []),
                         *(["--no-compensate"] if cfg["compensate"] == "off" else ["--compensate", cfg["compensate"]]),
                         *[x for k, v in _calib_args(run).items() for x in (f"--{k.replace('_', '-')}", v)],
+                        *(["--data", run.data] if cfg["criterion"] == "taylor" else []),
                         "--imgsz", imgsz, "--seed", cfg["seed"], "--out", folder / "pruned.pt"])
     prune_stage = run.stage("prune", prune_params, [sparse_stage, base_stage], {},
                             lambda f: _prune(run, to_prune, baseline, f), prune_cmd)

@@ -64,12 +64,14 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
                      round_to=None, min_keep=0.1, ignore=(), config=None, imgsz=640, compensate="bias",
                      mode="structured", amount=None, show_groups=False, data=None, device="cpu",
                      trace_size=64, seed=0, calib=None, calib_images=128, calib_imgsz=320, target_latency=None,
-                     backend="ort-cpu", threads=1, latency_cache=None) -> dict:
+                     backend="ort-cpu", threads=1, latency_cache=None, grad_fn=None) -> dict:
     """Load ``weights``, prune, and write ``out`` (.pt) plus ``out`` .json. Nothing is written on error.
 
     ``calib`` (data yaml: its train split, or an image folder / list / file; no labels are read): unlabeled
     images for ``compensate="reconstruct"`` and ``criterion="recon"``, ``calib_images`` of them letterboxed to
     ``calib_imgsz``.
+    ``grad_fn(model)``: populates the gradients of ``criterion="taylor"``; the caller builds it (for a data yaml:
+    ``yolo_prune.train.taylor.taylor_grad_fn(data)``, as tools/prune.py does from ``--data``).
     Each family's native format goes beside it (``yolo_prune.models.native.write_native``): ultralytics models get
     ``<out>.ultralytics.pt`` (opens with ``ultralytics.YOLO``), darknet models ``<out>.cfg`` + ``<out>.weights``,
     legacy yolov5 models ``<out>.yolov5.pt`` (the yolov5 repo's val.py / detect.py / export.py open it).
@@ -103,12 +105,9 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
         report.update(macs_before=before["macs"], macs_after=profile(det, imgsz)["macs"],
                       params_before=before["params"], params_after=before["params"])
     else:
-        grad_fn = None
-        if criterion == "taylor":
-            if data is None:
-                raise PlanError("--criterion taylor needs --data D.yaml (gradients from a few real batches)")
-            from .taylor import taylor_grad_fn
-            grad_fn = taylor_grad_fn(data, imgsz=min(imgsz, 320))
+        if criterion == "taylor" and grad_fn is None:
+            raise PlanError("--criterion taylor needs --data D.yaml (gradients from a few real batches; library "
+                            "callers pass grad_fn=yolo_prune.train.taylor.taylor_grad_fn(data))")
         images = None
         if compensate == "reconstruct" or criterion == "recon":
             if calib is None:
@@ -137,9 +136,8 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
     try:
         native = write_native(det, out)  # the family's own format beside P.pt (one helper for every stage)
         extra_files = native["files"]
-        for key in ("ultralytics", "darknet", "yolov5"):
-            if key in native:
-                report["ultralytics_pt" if key == "ultralytics" else key] = native[key]
+        for key in set(native) - {"files", "notes"}:  # the family's entry (its name)
+            report["ultralytics_pt" if key == "ultralytics" else key] = native[key]
         if native["notes"]:
             report["notes"] = native["notes"]
         atomic_write_json(out.with_suffix(".json"), report)
