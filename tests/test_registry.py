@@ -106,3 +106,83 @@ def test_builtin_families_register_every_part():
         assert f.write_native and f.native_kind and f.head and f.loss
     assert by_name["ultralytics"].pickle_policy("builtins", "eval") is None
     assert by_name["yolov5"].pickle_policy("models.common", "C3") is not None
+
+
+# ------------------------------------------------------------------------------------------------ criteria
+def test_a_registered_criterion_is_planned_with_and_offered_by_the_cli(tmp_path):
+    import numpy as np
+
+    from yolo_prune.graph import trace
+    from yolo_prune.prune import importance
+    from yolo_prune.prune.importance import Criterion, criterion_names, register_criterion
+    from yolo_prune.prune.plan import make_plan
+
+    @register_criterion
+    class LastFirst(Criterion):  # keeps the first positions of every group
+        name = "last_first"
+
+        def scores(self, group, modules, rng, stats):
+            return np.arange(group.width, 0, -1, dtype=float)  # positive, like every score
+    try:
+        assert "last_first" in criterion_names()
+        det = build_toy({"width": 16, "nc": 2})
+        plan = make_plan(trace(det, imgsz=32), ratio=0.5, criterion="last_first", round_to=1)
+        assert list(plan.remove.values()) == [list(range(8, 16))]
+        from yolo_prune.commands.prune import main  # the CLI's choices come from the registry
+        with pytest.raises(SystemExit):
+            main(["--weights", "x.yaml", "--ratio", "0.5", "--criterion", "nope", "--out", str(tmp_path / "p.pt")])
+    finally:
+        importance._CRITERIA.pop("last_first", None)
+
+
+def test_unknown_criterion_error_lists_the_registry():
+    from yolo_prune.prune.importance import criterion_names
+    from yolo_prune.prune.spec import PruneSpec
+
+    with pytest.raises(ValueError, match="criterion: expected one of bn, l1, l2, fpgm, taylor, random, recon, "
+                                         "found 'magic'"):
+        PruneSpec(ratio=0.5, criterion="magic")
+    assert criterion_names()[:7] == ("bn", "l1", "l2", "fpgm", "taylor", "random", "recon")
+
+
+# ------------------------------------------------------------------------------------------------ PruneSpec
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "exactly one of ratio, threshold or target_macs"),
+    ({"ratio": 0.5, "target_macs": 0.5}, "exactly one"),
+    ({"ratio": 0.0}, r"ratio: expected 0 < ratio < 1, found 0.0"),
+    ({"ratio": float("nan")}, "ratio: expected a finite number"),
+    ({"target_macs": 1.5}, r"target_macs: expected 0 < F <= 1"),
+    ({"target_latency": 0.0}, r"target_latency: expected 0 < F <= 1"),
+    ({"ratio": 0.5, "round_to": 0}, "round_to: expected an integer >= 1"),
+    ({"ratio": 0.5, "min_keep": 2}, "min_keep: expected 0 <= fraction <= 1"),
+    ({"ratio": 0.5, "overrides": [("model.*", 1.0)]}, r"overrides\['model.\*'\]"),
+    ({"ratio": 0.5, "compensate": "magic"}, "compensate: expected one of"),
+])
+def test_prune_spec_refuses_out_of_bounds_values_once_for_everyone(kwargs, message):
+    from yolo_prune.pipeline import _check_prune_spec
+    from yolo_prune.prune.spec import PlanError, PruneSpec
+
+    with pytest.raises(PlanError, match=message):
+        PruneSpec(**kwargs)
+    if "overrides" not in kwargs:  # the pipeline's value check is the same check
+        cfg = {"ratio": None, "threshold": None, "target_macs": None, "target_latency": None, "criterion": "bn",
+               "round_to": 8, "min_keep": 0.1, "ignore": [], "local": False, "compensate": "bias", **kwargs}
+        with pytest.raises(ValueError, match="pipeline config: .*" + message.split(":")[0]):
+            _check_prune_spec(cfg)
+
+
+def test_prune_report_holds_the_spec_and_the_plan(tmp_path):
+    from yolo_prune.prune.api import prune_model
+    from yolo_prune.prune.spec import PruneSpec
+
+    det = build_toy({"width": 16, "nc": 2})
+    with torch.no_grad():
+        det.model.bn.weight.copy_(torch.arange(16, dtype=torch.float32) + 1)
+    spec = PruneSpec(ratio=0.25, round_to=4)
+    rep = prune_model(det, spec=spec, imgsz=32, trace_size=32)
+    assert PruneSpec.from_dict(rep["spec"]) == spec
+    assert rep["plan"]["layers"] == {"model.bn": [0, 1, 2, 3], "model.conv": [0, 1, 2, 3]}  # smallest |γ|
+    assert list(rep["plan"]["groups"].values()) == [[0, 1, 2, 3]]
+    assert det.model.bn.weight.tolist() == [float(v) for v in range(5, 17)]
+    same = prune_model(build_toy({"width": 16, "nc": 2}), 0.25, round_to=4, imgsz=32, trace_size=32)
+    assert same["spec"] == rep["spec"]  # keyword arguments build the same spec

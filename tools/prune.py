@@ -11,7 +11,7 @@ if not __package__:  # run as a script from a checkout (python tools/x.py): use 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_prune.prune.compensate import MODES  # noqa: E402
-from yolo_prune.prune.importance import CRITERIA  # noqa: E402
+from yolo_prune.prune.importance import criterion_names  # noqa: E402
 from yolo_prune.prune.run import prune_checkpoint, summary_table  # noqa: E402
 from yolo_prune.train.taylor import taylor_grad_fn  # noqa: E402
 
@@ -30,7 +30,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="--target-latency: intra-op threads while measuring")
     p.add_argument("--latency-cache", help="--target-latency: folder of cached measurements "
                                            "(default ~/.cache/yolo_prune/latency)")
-    p.add_argument("--criterion", default="bn", choices=CRITERIA,
+    p.add_argument("--criterion", default="bn", choices=criterion_names(),
                    help="channel score; recon: greedy OBS, how well the rest stand in after a refit (needs --calib)")
     p.add_argument("--local", action="store_true", help="apply --ratio per group instead of globally")
     p.add_argument("--round-to", type=int, default=None,

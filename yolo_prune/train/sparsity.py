@@ -123,11 +123,13 @@ def targeted_masks(detector, target_macs: float, round_to: int = 16, min_keep: f
 
     from ..graph import trace
     from ..prune.plan import make_plan, resolve_names
+    from ..prune.spec import PruneSpec
 
+    spec = PruneSpec(target_macs=target_macs, round_to=round_to, min_keep=min_keep, ignore=ignore, criterion="bn")
     model = copy.deepcopy(detector).float().cpu()
     names = [n for n, _ in model.named_modules() if n]
-    graph = trace(model, imgsz=trace_size, ignore=resolve_names(ignore, names, "target_ignore"))
-    plan = make_plan(graph, target_macs=target_macs, round_to=round_to, min_keep=min_keep, criterion="bn")
+    graph = trace(model, imgsz=trace_size, ignore=resolve_names(spec.ignore, names, "target_ignore"))
+    plan = make_plan(graph, spec)
     by_gid = {g.gid: g for g in graph.groups}
     modules = dict(model.named_modules())
     masks: dict[str, torch.Tensor] = {}
