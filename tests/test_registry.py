@@ -186,3 +186,27 @@ def test_prune_report_holds_the_spec_and_the_plan(tmp_path):
     assert det.model.bn.weight.tolist() == [float(v) for v in range(5, 17)]
     same = prune_model(build_toy({"width": 16, "nc": 2}), 0.25, round_to=4, imgsz=32, trace_size=32)
     assert same["spec"] == rep["spec"]  # keyword arguments build the same spec
+
+
+# ------------------------------------------------------------------------------------------------ backends
+def test_backend_registry_feeds_benchmark_providers_and_latency_choices():
+    from yolo_prune.export.benchmark import BACKENDS
+    from yolo_prune.export.ort import provider_name
+    from yolo_prune.prune.latency import LATENCY_BACKENDS, ROUND_TO_CANDIDATES
+    from yolo_prune.runtime import backend_names, get_backend
+
+    assert BACKENDS == backend_names() and set(LATENCY_BACKENDS) == set(backend_names(latency=True))
+    assert provider_name("trt") == get_backend("ort-trt").provider == "TensorrtExecutionProvider"
+    assert ROUND_TO_CANDIDATES["ort-cpu"] == get_backend("ort-cpu").round_to == (8, 16)
+    assert "torch-cpu" not in LATENCY_BACKENDS  # no latency candidates registered for it
+    with pytest.raises(ValueError, match="backend: expected one of torch, torch-cpu, .*found 'tpu'"):
+        get_backend("tpu")
+
+
+def test_one_set_parser_for_every_tool():
+    from yolo_prune.overrides import parse_set
+
+    assert parse_set(["mosaic=0", "lr0=0.01", "names=[a, b]", "x=null"]) == \
+        {"mosaic": 0, "lr0": 0.01, "names": ["a", "b"], "x": None}
+    with pytest.raises(ValueError, match="--set mosaic: expected KEY=VALUE"):
+        parse_set(["mosaic"])

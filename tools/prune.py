@@ -12,6 +12,7 @@ if not __package__:  # run as a script from a checkout (python tools/x.py): use 
 
 from yolo_prune.prune.compensate import MODES  # noqa: E402
 from yolo_prune.prune.importance import criterion_names  # noqa: E402
+from yolo_prune.prune.latency import LATENCY_BACKENDS  # noqa: E402
 from yolo_prune.prune.run import prune_checkpoint, summary_table  # noqa: E402
 from yolo_prune.train.taylor import taylor_grad_fn  # noqa: E402
 
@@ -25,7 +26,7 @@ def main(argv=None):
     sel.add_argument("--target-macs", type=float, help="remove channels until MACs <= F x the original")
     sel.add_argument("--target-latency", type=float,
                      help="remove channels until the latency measured on --backend is <= F x the unpruned model's")
-    p.add_argument("--backend", default="ort-cpu", choices=["ort-cpu", "ort-cuda", "ort-trt", "torch"],
+    p.add_argument("--backend", default="ort-cpu", choices=LATENCY_BACKENDS,
                    help="--target-latency: runtime the latency is measured on (at --imgsz, batch 1)")
     p.add_argument("--threads", type=int, default=1, help="--target-latency: intra-op threads while measuring")
     p.add_argument("--latency-cache", help="--target-latency: folder of cached measurements "

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.coco import atomic_write_json, category_map, list_images, load_data_yaml, yolo_to_coco
+from ..data.coco import category_map, list_images, load_data_yaml, yolo_to_coco
+from ..io import atomic_write_json
 from .infer import Timer, cpu_threads, make_loader, prepare_model, run_inference, torch_threads
 
 STAT_NAMES = (
@@ -283,8 +284,8 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
     }
     if out is not None:
         out = Path(out)
-        atomic_write_json(predictions, out / "predictions.json")
-        atomic_write_json(result, out / "metrics.json")
+        atomic_write_json(out / "predictions.json", predictions, indent=None)
+        atomic_write_json(out / "metrics.json", result, indent=None)
     if verbose:
         sp = result["speed_ms"]
         print(f"mAP50-95 {result['mAP50-95']:.4f}\nmAP50 {result['mAP50']:.4f}")

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-BACKENDS = ("torch", "torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt")
-_ORT_PROVIDER = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
-                 "ort-trt": "TensorrtExecutionProvider"}
+from ..runtime import backend_names, get_backend
+from ..versions import versions
+
+BACKENDS = backend_names()  # the runtime registry's (yolo_prune/runtime/backends.py)
 
 
 class CaseSkipped(RuntimeError):
@@ -57,10 +58,7 @@ def cpu_model() -> str:
 
 
 def environment(threads: int | None) -> dict:
-    import onnx
     import onnxruntime as ort
-
-    import yolo_prune
 
     env = {
         "cpu": cpu_model(),
@@ -68,12 +66,8 @@ def environment(threads: int | None) -> dict:
         "threads": threads,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": ort.__version__,
+        **versions(("torch", "onnx", "onnxruntime", "yolo_prune")),
         "ort_available_providers": ort.get_available_providers(),
-        "yolo_prune": yolo_prune.__version__,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     if hasattr(os, "getloadavg"):
@@ -282,7 +276,7 @@ def _torch_device(backend: str) -> str:
 def _check_provider(backend: str) -> str:
     import onnxruntime as ort
 
-    provider = _ORT_PROVIDER[backend]
+    provider = get_backend(backend).provider
     if provider not in ort.get_available_providers():
         raise BackendUnavailable(f"{provider} is not in this onnxruntime build ({ort.__version__})")
     if provider != "CPUExecutionProvider" and not torch.cuda.is_available():

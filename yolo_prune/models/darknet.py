@@ -15,9 +15,7 @@ Semantics follow darknet's C code so that official cfg + .weights pairs give the
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import atomic_write_chunks
 from . import registry
 from .detector import Detector
 from .transfer import ClassConv
@@ -699,20 +698,6 @@ def read_weights(detector: DarknetDetector, path) -> dict:
     return {"major": major, "minor": minor, "revision": revision, "seen": seen}
 
 
-def _atomic_write_bytes(path: Path, chunks) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_weights(detector: DarknetDetector, path, seen: int = 0) -> Path:
     """Write a darknet .weights file (version 0.2.0, int64 ``seen``) atomically."""
     header = np.array([0, 2, 0], "<i4").tobytes() + np.array([seen], "<i8").tobytes()
@@ -723,7 +708,7 @@ def write_weights(detector: DarknetDetector, path, seen: int = 0) -> Path:
             for t in tensors:
                 yield t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes()
 
-    return _atomic_write_bytes(Path(path), chunks())
+    return atomic_write_chunks(Path(path), chunks())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -789,7 +774,7 @@ def cfg_text_for(detector: DarknetDetector) -> str:
 def write_cfg(detector: DarknetDetector, path) -> Path:
     """Write a .cfg whose filters reflect the current conv widths; with write_weights it reloads identically."""
     text = cfg_text_for(detector)
-    return _atomic_write_bytes(Path(path), [text.encode("utf-8")])
+    return atomic_write_chunks(Path(path), [text.encode("utf-8")])
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import copy
 import math
 import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 import yaml
 from torch import nn
 
+from ..io import atomic_write
 from . import registry
 from .detector import Detector
 from .detector import names_dict as _names_dict
@@ -341,20 +341,15 @@ def save_ultralytics_pt(detector: UltralyticsDetector, path: str | os.PathLike, 
     }
     if pruned_marker(model.yaml) is not None:
         ckpt[PRUNED_MARKER] = dict(pruned_marker(model.yaml))  # for readers that look at the dict, not the model
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def _write(tmp):
         torch.save(ckpt, tmp)
         refused = sorted(g for g in pickle_globals(tmp) if not is_allowed(g, ultralytics_policy))
         if refused:
             raise ValueError(f"{path}: the model holds objects outside ultralytics/torch ({refused[:5]}); "
                              "ultralytics could not load them safely, nothing was written")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, _write)
 
 
 # ----------------------------------------------------------------------------------------------- pickles

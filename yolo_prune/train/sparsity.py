@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..io import atomic_write
 
 THRESHOLDS = (1e-3, 1e-2, 1e-1)
 
@@ -99,16 +99,10 @@ def plot_gamma_hist(start: torch.Tensor, end: torch.Tensor, path, title: str = "
     ax.set_title(title or "BN γ of prunable channels")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".tmp.png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def targeted_masks(detector, target_macs: float, round_to: int = 16, min_keep: float = 0.1, ignore=(),
