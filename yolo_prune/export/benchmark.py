@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..io import atomic_write_text
 from ..runtime import backend_names, get_backend
 from ..versions import versions
 
@@ -315,10 +316,7 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     Returns the rows (one dict per model x backend x batch; skipped ones carry ``status="skipped"`` and
     ``reason``).
     """
-    from yolo_prune.io import atomic_write_text
-
     from .onnx import _imgsz_hw
-    from .plots import plot_latency_vs_macs, plot_map_vs_latency
 
     if not weights:
         raise ValueError("--weights: expected at least one model, found none")
@@ -347,26 +345,9 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
             _evaluate_all(entries, eval_kwargs, threads)
         for backend in backends:
             for batch in batches:
-                case_rows, case_entries, runners = [], [], []
-                for entry in entries:
-                    row = {"model": entry.label, "weights": entry.weights, "architecture": entry.architecture,
-                           "backend": backend, "batch": int(batch), "imgsz": list(hw), "macs": entry.macs,
-                           "params": entry.params, "onnx_bytes": None, "map50_95": entry.map50_95,
-                           "map50": entry.map50, "providers": None, "status": "ok", "reason": None}
-                    rows.append(row)
-                    try:
-                        runners.append(_prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads,
-                                                trt_fp16, (calib, calib_images) if trt_int8 else None))
-                        case_rows.append(row)
-                        case_entries.append(entry)
-                    except CaseSkipped as e:
-                        reason = str(e)
-                        if isinstance(e, BackendUnavailable):
-                            skipped.setdefault(backend, reason)
-                        row.update(status="skipped", reason=reason)
-                        if (backend, reason) not in reported:
-                            reported.add((backend, reason))
-                            tqdm.write(f"skip {backend}: {reason}")
+                case_rows, case_entries, runners = _prepare_case(
+                    entries, backend, batch, hw, rows, skipped, reported, onnx_dir, opset, threads, trt_fp16,
+                    (calib, calib_images) if trt_int8 else None)
                 if runners:
                     times = interleaved_times(runners, runs, warmup, desc=f"{backend} b{batch}")
                     for row, t in zip(case_rows, times):
@@ -383,6 +364,40 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     add_ratios(rows)
     env["runs"], env["warmup"], env["trt_fp16"], env["trt_int8"] = runs, warmup, trt_fp16, trt_int8
 
+    _write_outputs(rows, env, out_dir)
+    return rows
+
+
+def _prepare_case(entries, backend: str, batch: int, hw, rows: list, skipped: dict, reported: set, onnx_dir,
+                  opset: int, threads, trt_fp16: bool, int8) -> tuple:
+    """One row per model for this backend x batch (appended to ``rows``); the runners of those that can run."""
+    case_rows, case_entries, runners = [], [], []
+    for entry in entries:
+        row = {"model": entry.label, "weights": entry.weights, "architecture": entry.architecture,
+               "backend": backend, "batch": int(batch), "imgsz": list(hw), "macs": entry.macs,
+               "params": entry.params, "onnx_bytes": None, "map50_95": entry.map50_95,
+               "map50": entry.map50, "providers": None, "status": "ok", "reason": None}
+        rows.append(row)
+        try:
+            runners.append(_prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads, trt_fp16,
+                                    int8))
+            case_rows.append(row)
+            case_entries.append(entry)
+        except CaseSkipped as e:
+            reason = str(e)
+            if isinstance(e, BackendUnavailable):
+                skipped.setdefault(backend, reason)
+            row.update(status="skipped", reason=reason)
+            if (backend, reason) not in reported:
+                reported.add((backend, reason))
+                tqdm.write(f"skip {backend}: {reason}")
+    return case_rows, case_entries, runners
+
+
+def _write_outputs(rows: list, env: dict, out_dir: Path) -> None:
+    """bench.md (also printed), bench.json, ops.md with op profiles, and the latency (and mAP) plots."""
+    from .plots import plot_latency_vs_macs, plot_map_vs_latency
+
     md = to_markdown(rows, env)
     print(md)
     atomic_write_text(out_dir / "bench.md", md)
@@ -392,7 +407,6 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     plot_latency_vs_macs(rows, out_dir / "latency_vs_macs.png")
     if any(r["map50_95"] is not None and r["status"] == "ok" for r in rows):
         plot_map_vs_latency(rows, out_dir / "map_vs_latency.png")
-    return rows
 
 
 def _trt_int8_onnx(path: Path, calib, calib_images: int) -> Path:

@@ -45,18 +45,16 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
                 latency_measurer=None, latency_cache=None, spec: PruneSpec | None = None) -> dict:
     """Prune ``model`` in place (physically smaller layers) and return a report.
 
-    What to prune is ``spec`` (a ``PruneSpec``), or one built from the selection keywords (ratio, threshold,
-    target_macs, target_latency, criterion, round_to, min_keep, ignore, local, overrides, compensate), which are
-    then ignored when a spec is given. The report stores the spec and the plan itself (``plan``: removed
-    positions per group and per layer).
+    What to prune is ``spec`` (a ``PruneSpec``), else one built from the selection keywords (ratio, threshold,
+    target_macs, target_latency, criterion, round_to, min_keep, ignore, local, overrides, compensate). The report
+    stores the spec and the plan itself (``plan``: removed positions per group and per layer).
 
     ``target_latency``: instead of ratio/threshold/target_macs, a fraction of the unpruned model's latency
     measured on ``backend`` with ``threads`` at ``imgsz`` (``latency.LatencyModel``); ``round_to=None`` lets the
     planner choose the channel multiple for that runtime. ``latency_measurer`` replaces the real measurement
     (tests); ``latency_cache`` is the folder of measured ratios (default ~/.cache/yolo_prune/latency).
 
-    ``grad_fn(model)`` must populate gradients for the ``taylor`` criterion (a few batches of real data; the
-    caller builds it, e.g. ``yolo_prune.train.taylor.taylor_grad_fn``).
+    ``grad_fn(model)`` populates gradients for ``taylor`` (the caller builds it: ``train.taylor.taylor_grad_fn``).
     ``overrides``: [(glob, ratio or None)] per-layer local ratios / exclusions.
     ``calib``: (N, 3, H, W) unlabeled images in [0, 1] (``reconstruct.calibration_batch``), needed by
     ``compensate="reconstruct"`` (least-squares refit of the consumers) and ``criterion="recon"``.
@@ -72,15 +70,11 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
     if needs_calib and calib is None:
         raise PlanError(f"{'compensate reconstruct' if spec.compensate == 'reconstruct' else 'criterion recon'} "
                         "needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
-    names = [n for n, _ in model.named_modules() if n]
-    ignored = resolve_names(spec.ignore, names, "--ignore")
-    if spec.overrides:
-        resolve_names([p for p, _ in spec.overrides], names, "--config")
+    ignored = _resolve_layer_names(model, spec)
     g = torch.Generator().manual_seed(seed)
-    if example is None:
-        example = torch.rand(1, 3, trace_size, trace_size, generator=g)
     ref_param = next(model.parameters())
-    example = example.to(ref_param.device, ref_param.dtype)
+    example = (torch.rand(1, 3, trace_size, trace_size, generator=g) if example is None else example).to(
+        ref_param.device, ref_param.dtype)
     prof_size = profile_size or imgsz
     before = profile(model, prof_size)
     widths_before = layer_widths(model)
@@ -109,21 +103,11 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
     if crit.needs_gradients:
         model.zero_grad(set_to_none=True)
 
-    after = profile(model, prof_size)
-    report = {
-        "criterion": spec.criterion, "ratio": spec.ratio, "local": spec.local, "threshold": spec.threshold,
-        "target_macs": spec.target_macs, "round_to": plan.round_to, "min_keep": spec.min_keep,
-        "compensate": spec.compensate, "ignore": sorted(ignored),
-        "imgsz": prof_size, "groups": len(graph.groups),
-        "prunable_channels": sum(gr.width for gr in graph.groups), "removed_channels": plan.removed_channels,
-        "macs_before": before["macs"], "macs_after": after["macs"], "params_before": before["params"],
-        "params_after": after["params"], "macs_ratio": after["macs"] / before["macs"],
-        "widths_before": widths_before, "widths_after": layer_widths(model),
-        "not_run_layers": graph.not_run, "fixed_reasons": graph.fixed_reasons,
-        "seconds": {"graph": t_plan - t_graph, "plan": t_surgery - t_plan, "surgery": t_recon - t_surgery,
-                    "reconstruct": t_done - t_recon, "total": t_done - t0},
-        "spec": spec.to_dict(), "plan": plan_record,
-    }
+    report = _report(spec, plan, graph, sorted(ignored), prof_size, before, profile(model, prof_size),
+                     widths_before, layer_widths(model))
+    report["seconds"] = {"graph": t_plan - t_graph, "plan": t_surgery - t_plan, "surgery": t_recon - t_surgery,
+                         "reconstruct": t_done - t_recon, "total": t_done - t0}
+    report["plan"] = plan_record
     if recon is not None:
         report["reconstruction"] = _reconstruction_report(recon)
     if latency is not None:
@@ -131,10 +115,37 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
         report["latency"] = latency
     report["removed_importance"] = plan.removed_importance
     if verify:
-        x = torch.rand(1, 3, trace_size * 2, trace_size * 2, generator=g).to(ref_param.device, ref_param.dtype)
-        report["verification"] = {"input": list(x.shape),
-                                  **output_difference(_outputs(reference, x), _outputs(model, x))}
+        report["verification"] = _verification(reference, model, trace_size * 2, g)
     return report
+
+
+def _resolve_layer_names(model, spec: PruneSpec) -> set:
+    """The layers ``spec.ignore`` names (unknown names are an error), and a check of the overrides' names."""
+    names = [n for n, _ in model.named_modules() if n]
+    ignored = resolve_names(spec.ignore, names, "--ignore")
+    if spec.overrides:
+        resolve_names([p for p, _ in spec.overrides], names, "--config")
+    return ignored
+
+
+def _verification(reference, model, size: int, generator) -> dict:
+    """Pruned vs unpruned outputs on one random input."""
+    ref_param = next(model.parameters())
+    x = torch.rand(1, 3, size, size, generator=generator).to(ref_param.device, ref_param.dtype)
+    return {"input": list(x.shape), **output_difference(_outputs(reference, x), _outputs(model, x))}
+
+
+def _report(spec: PruneSpec, plan, graph, ignored: list, imgsz: int, before: dict, after: dict, widths_before: dict,
+            widths_after: dict) -> dict:
+    return {
+        "criterion": spec.criterion, "ratio": spec.ratio, "local": spec.local, "threshold": spec.threshold,
+        "target_macs": spec.target_macs, "round_to": plan.round_to, "min_keep": spec.min_keep,
+        "compensate": spec.compensate, "ignore": ignored, "imgsz": imgsz, "groups": len(graph.groups),
+        "prunable_channels": sum(gr.width for gr in graph.groups), "removed_channels": plan.removed_channels,
+        "macs_before": before["macs"], "macs_after": after["macs"], "params_before": before["params"],
+        "params_after": after["params"], "macs_ratio": after["macs"] / before["macs"],
+        "widths_before": widths_before, "widths_after": widths_after,
+        "not_run_layers": graph.not_run, "fixed_reasons": graph.fixed_reasons, "spec": spec.to_dict()}
 
 
 def spec_from_arguments(*, compensate="bias", **selection) -> PruneSpec:
