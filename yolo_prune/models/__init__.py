@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import darknet, ultralytics, yolov5_legacy  # noqa: F401  (they register their families)
+from . import ultralytics, yolov5_legacy, darknet  # noqa: F401, I001  (they register their families, in this order)
 from .checkpoint import from_checkpoint, is_ours
 from .detector import Detector
 from .registry import build_from_spec, for_file
