@@ -10,9 +10,9 @@ import torch
 import yolo_prune  # noqa: F401
 from yolo_prune.eval import profile
 from yolo_prune.models import checkpoint, load
-from yolo_prune.models.safe_pickle import allow_list_load, yolov5_policy
+from yolo_prune.models.safe_pickle import allow_list_load
 from yolo_prune.models.yolov5_legacy import (C3, SPPF, Conv, Detect, DetectionModel, YoloV5Detector,
-                                             build_yolov5, load_yolov5_pt)
+                                             build_yolov5, load_yolov5_pt, yolov5_policy)
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,9 @@ import torch
 import yolo_prune  # noqa: F401
 from yolo_prune.models import load
 from yolo_prune.models.safe_pickle import (CorruptCheckpoint, RefusedGlobal, allow_list_load, is_allowed,
-                                           pickle_globals, safe_torch_load, ultralytics_policy, yolov5_policy)
+                                           pickle_globals, safe_torch_load)
+from yolo_prune.models.ultralytics import ultralytics_policy
+from yolo_prune.models.yolov5_legacy import yolov5_policy
 
 
 class _WritesMarker:

@@ -45,6 +45,7 @@ def main(argv=None) -> int:
 
     import yaml
 
+    from yolo_prune.overrides import parse_set
     from yolo_prune.pipeline import resolve_config, run_pipeline
 
     overrides = {"weights": args.weights, "data": args.data, "model": args.model, "ratio": args.ratio,
@@ -53,11 +54,10 @@ def main(argv=None) -> int:
                  "epochs_finetune": args.epochs_finetune, "imgsz": args.imgsz, "batch": args.batch,
                  "device": args.device, "out": args.out,
                  "nc": None if args.nc is None else yaml.safe_load(args.nc)}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set {item}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides.update(parse_set(args.set))
+    except ValueError as e:
+        ap.error(str(e))
     try:
         cfg = resolve_config(args.config, overrides)
         run_pipeline(cfg)

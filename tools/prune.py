@@ -11,8 +11,10 @@ if not __package__:  # run as a script from a checkout (python tools/x.py): use 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_prune.prune.compensate import MODES  # noqa: E402
-from yolo_prune.prune.importance import CRITERIA  # noqa: E402
+from yolo_prune.prune.importance import criterion_names  # noqa: E402
+from yolo_prune.prune.latency import LATENCY_BACKENDS  # noqa: E402
 from yolo_prune.prune.run import prune_checkpoint, summary_table  # noqa: E402
+from yolo_prune.train.taylor import taylor_grad_fn  # noqa: E402
 
 
 def main(argv=None):
@@ -24,12 +26,12 @@ def main(argv=None):
     sel.add_argument("--target-macs", type=float, help="remove channels until MACs <= F x the original")
     sel.add_argument("--target-latency", type=float,
                      help="remove channels until the latency measured on --backend is <= F x the unpruned model's")
-    p.add_argument("--backend", default="ort-cpu", choices=["ort-cpu", "ort-cuda", "ort-trt", "torch"],
+    p.add_argument("--backend", default="ort-cpu", choices=LATENCY_BACKENDS,
                    help="--target-latency: runtime the latency is measured on (at --imgsz, batch 1)")
     p.add_argument("--threads", type=int, default=1, help="--target-latency: intra-op threads while measuring")
     p.add_argument("--latency-cache", help="--target-latency: folder of cached measurements "
                                            "(default ~/.cache/yolo_prune/latency)")
-    p.add_argument("--criterion", default="bn", choices=CRITERIA,
+    p.add_argument("--criterion", default="bn", choices=criterion_names(),
                    help="channel score; recon: greedy OBS, how well the rest stand in after a refit (needs --calib)")
     p.add_argument("--local", action="store_true", help="apply --ratio per group instead of globally")
     p.add_argument("--round-to", type=int, default=None,
@@ -58,13 +60,16 @@ def main(argv=None):
     if a.mode == "structured" and a.ratio is None and a.threshold is None and a.target_macs is None \
             and a.target_latency is None:
         p.error("give one of --ratio, --threshold, --target-macs or --target-latency")
+    grad_fn = None
+    if a.criterion == "taylor" and a.data is not None:  # gradients from a few real batches, with the family's loss
+        grad_fn = taylor_grad_fn(a.data, imgsz=min(a.imgsz, 320))
     report = prune_checkpoint(
         a.weights, a.out, ratio=a.ratio, criterion=a.criterion, local=a.local, threshold=a.threshold,
         target_macs=a.target_macs, round_to=a.round_to, min_keep=a.min_keep, ignore=a.ignore, config=a.config,
         imgsz=a.imgsz, compensate="off" if a.no_compensate else a.compensate, mode=a.mode, amount=a.amount,
         show_groups=a.show_groups, data=a.data, device=a.device, seed=a.seed, calib=a.calib,
         calib_images=a.calib_images, calib_imgsz=a.calib_imgsz, target_latency=a.target_latency,
-        backend=a.backend, threads=a.threads, latency_cache=a.latency_cache)
+        backend=a.backend, threads=a.threads, latency_cache=a.latency_cache, grad_fn=grad_fn)
     print(summary_table(report))
     if "reconstruction" in report:
         r = report["reconstruction"]

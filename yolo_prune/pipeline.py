@@ -144,6 +144,22 @@ def resolve_config(config_file=None, overrides: dict | None = None) -> dict:
     return cfg
 
 
+def _check_prune_spec(cfg: dict) -> None:
+    """The prune stage's values, with the bounds every prune entry point uses (``prune.spec.PruneSpec``)."""
+    from .pipeline_defaults import is_auto
+    from .prune.spec import PruneSpec
+
+    try:
+        PruneSpec(ratio=cfg["ratio"], threshold=cfg["threshold"], target_macs=cfg["target_macs"],
+                  target_latency=cfg["target_latency"], criterion=cfg["criterion"],
+                  round_to=None if cfg["target_latency"] is not None else cfg["round_to"],
+                  min_keep=float(cfg["min_keep"]), ignore=cfg["ignore"] if isinstance(cfg["ignore"], list) else (),
+                  local=bool(cfg["local"]),  # auto becomes bias or reconstruct, both valid
+                  compensate="bias" if is_auto(cfg["compensate"]) else cfg["compensate"])
+    except ValueError as e:
+        raise ValueError(f"pipeline config: {e}") from None
+
+
 def _check_values(cfg: dict) -> None:
     from .pipeline_defaults import AUTO_KEYS, is_auto
 
@@ -166,10 +182,7 @@ def _check_values(cfg: dict) -> None:
     if len(chosen) != 1:
         raise ValueError(f"pipeline config: give exactly one of target_macs, ratio, threshold, target_latency; found "
                          f"{', '.join(f'{k}={cfg[k]}' for k in chosen) or 'none'}")
-    if cfg["target_macs"] is not None and not 0 < float(cfg["target_macs"]) <= 1:
-        raise ValueError(f"pipeline config 'target_macs': expected 0 < F <= 1, found {cfg['target_macs']}")
-    if cfg["target_latency"] is not None and not 0 < float(cfg["target_latency"]) <= 1:
-        raise ValueError(f"pipeline config 'target_latency': expected 0 < F <= 1, found {cfg['target_latency']}")
+    _check_prune_spec(cfg)
     from .prune.latency import LATENCY_BACKENDS
     if cfg["latency_backend"] not in LATENCY_BACKENDS:
         raise ValueError(f"pipeline config 'latency_backend': expected one of {', '.join(LATENCY_BACKENDS)}, found "
@@ -178,11 +191,6 @@ def _check_values(cfg: dict) -> None:
         raise ValueError(f"pipeline config 'quantize': expected true or false, found {cfg['quantize']!r}")
     if cfg["quantize_calib_images"] < 1:
         raise ValueError(f"pipeline config 'quantize_calib_images': expected >= 1, found {cfg['quantize_calib_images']}")
-    if cfg["ratio"] is not None and not 0 < float(cfg["ratio"]) < 1:
-        raise ValueError(f"pipeline config 'ratio': expected 0 < r < 1, found {cfg['ratio']}")
-    if cfg["compensate"] not in ("auto", "bias", "exact", "reconstruct", "off"):
-        raise ValueError(f"pipeline config 'compensate': expected auto, bias, exact, reconstruct or off, found "
-                         f"{cfg['compensate']!r}")
     if not (isinstance(cfg["finetune_freeze_bn"], bool) or is_auto(cfg["finetune_freeze_bn"])):
         raise ValueError(f"pipeline config 'finetune_freeze_bn': expected auto, true or false, found "
                          f"{cfg['finetune_freeze_bn']!r}")
@@ -423,42 +431,20 @@ def _bn_gammas(detector, names: list[str]) -> dict:
     return {n: modules[n].weight.detach().abs().float().cpu().tolist() for n in names}
 
 
-def _removed_channels(before: dict, after_model) -> dict:
-    """Positions removed from each BN: the kept γ values are an exact subset of the original ones (surgery copies
-    them); when they are not (a criterion or compensation that rescales γ), the smallest |γ| are assumed removed."""
-    import numpy as np
-
-    modules = dict(after_model.named_modules())
-    removed = {}
-    for name, g0 in before.items():
-        m = modules.get(name)
-        if m is None:
-            removed[name] = list(range(len(g0)))
-            continue
-        g1 = m.weight.detach().abs().float().cpu().numpy()
-        if len(g1) == len(g0):
-            continue
-        a = np.asarray(g0, dtype=np.float32)
-        left = list(range(len(a)))
-        exact = True
-        for v in g1:
-            hit = next((i for i in left if a[i] == v), None)
-            if hit is None:
-                exact = False
-                break
-            left.remove(hit)
-        if not exact:
-            left = [int(i) for i in np.argsort(a, kind="stable")[: len(a) - len(g1)]]
-        removed[name] = sorted(int(i) for i in left)
-    return removed
-
-
 def _calib_args(run: _Run) -> dict:
     """Unlabeled calibration images for reconstruct / recon: the run's training images (no labels read)."""
     cfg = run.cfg
     if cfg["compensate"] != "reconstruct" and cfg["criterion"] != "recon":
         return {}
     return {"calib": str(run.data), "calib_images": int(cfg["calib_images"]), "calib_imgsz": cfg["imgsz"]}
+
+
+def _taylor_args(run: _Run) -> dict:
+    """criterion taylor: gradients of the family's loss on a few training batches (built here, from train/)."""
+    if run.cfg["criterion"] != "taylor":
+        return {}
+    from .train.taylor import taylor_grad_fn
+    return {"data": str(run.data), "grad_fn": taylor_grad_fn(run.data, imgsz=min(run.cfg["imgsz"], 320))}
 
 
 def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict, dict]:
@@ -478,8 +464,8 @@ def _prune(run: _Run, source: Path, baseline: Path, folder: Path) -> tuple[dict,
                               min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]),
                               imgsz=cfg["imgsz"], compensate=cfg["compensate"], seed=cfg["seed"],
                               target_latency=cfg["target_latency"], backend=cfg["latency_backend"],
-                              threads=cfg["latency_threads"], **_calib_args(run))
-    removed = _removed_channels(gamma_sparse, load(out))
+                              threads=cfg["latency_threads"], **_calib_args(run), **_taylor_args(run))
+    removed = {n: report["plan"]["layers"][n] for n in names if n in report["plan"]["layers"]}  # the plan itself
     removed_vals = [gamma_sparse[n][i] for n, idx in removed.items() for i in idx]
     n_channels = sum(len(g) for g in gamma_sparse.values())
     # the |γ| line the plan effectively drew: the largest removed value (bn criterion, global ranking)
@@ -750,6 +736,7 @@ def run_pipeline(cfg: dict | None = None, progress: bool = True) -> dict:
                         cfg["min_keep"], *(["--ignore", *cfg["ignore"]] if cfg["ignore"] else []),
                         *(["--no-compensate"] if cfg["compensate"] == "off" else ["--compensate", cfg["compensate"]]),
                         *[x for k, v in _calib_args(run).items() for x in (f"--{k.replace('_', '-')}", v)],
+                        *(["--data", run.data] if cfg["criterion"] == "taylor" else []),
                         "--imgsz", imgsz, "--seed", cfg["seed"], "--out", folder / "pruned.pt"])
     prune_stage = run.stage("prune", prune_params, [sparse_stage, base_stage], {},
                             lambda f: _prune(run, to_prune, baseline, f), prune_cmd)

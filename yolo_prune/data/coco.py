@@ -1,14 +1,13 @@
 """YOLO-format labels <-> COCO json, data-yaml reading, and model-class -> COCO category mapping."""
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_write_json
 from .images import image_size  # noqa: F401  (re-exported)
 from .labels import parse_labels
 
@@ -32,21 +31,6 @@ COCO80_TO_91 = (
     35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
     64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
 )
-
-
-def atomic_write_json(obj, path: str | os.PathLike) -> Path:
-    """json.dump into a temp file beside ``path``, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 
@@ -139,7 +123,7 @@ def yolo_to_coco(images, names, labels: str | os.PathLike | None = None, out: st
         warnings.warn(f"{len(bad_lines)} bad label line(s) skipped: " + "; ".join(bad_lines[:5]))
     coco["info"]["skipped_label_lines"] = len(bad_lines)
     if out is not None:
-        atomic_write_json(coco, out)
+        atomic_write_json(out, coco, indent=None)
     return coco
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.coco import atomic_write_json, category_map, list_images, load_data_yaml, yolo_to_coco
+from ..data.coco import category_map, list_images, load_data_yaml, yolo_to_coco
+from ..io import atomic_write_json
 from .infer import Timer, cpu_threads, make_loader, prepare_model, run_inference, torch_threads
 
 STAT_NAMES = (
@@ -191,20 +192,8 @@ def _as_result_anns(predictions: list[dict]) -> list[dict]:
     return anns
 
 
-def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: int = 16, device="cpu",
-             conf: float = 0.001, iou: float = 0.6, max_det: int = 300, out=None, max_images: int | None = None,
-             verbose: bool = True, multi_label: bool = True, threads: int | None = None) -> dict:
-    """Score ``model`` on COCO-format ground truth with pycocotools (yolov5 val pipeline).
-
-    model: Detector, callable returning (B, N, 4 + nc) with ``.names``, a model path (.pt/.yaml/.cfg/.weights)
-    or a .onnx path. Ground truth: ``images`` folder + ``ann`` COCO json, or ``data`` YOLO data yaml (its val
-    labels are converted on the fly; ``ann`` overrides). ``max_images`` scores an evenly spread, deterministic
-    subset. Writes ``out``/predictions.json and ``out``/metrics.json when ``out`` is given.
-
-    Returns {"mAP50-95", "mAP50", "stats" (12 pycocotools numbers), "speed_ms" {preprocess, inference, nms} per
-    image, "images" (scored), "predictions" (count), "skipped" [(file, reason)]}.
-    """
-    t_start = time.perf_counter()
+def _ground_truth(images, ann, data, max_images, verbose: bool) -> tuple:
+    """(images, checked COCO ground truth, its name in messages) from images + ann, or a data yaml's val split."""
     if data is not None:
         d = load_data_yaml(data, splits=("val",))
         if ann is None:
@@ -219,7 +208,11 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
     gt, source = _read_ann(ann, f"{data} (val labels as COCO json)" if data is not None else "annotations")
     gt = _check_annotations(gt, source)
     gt.setdefault("info", {})
+    return images, gt, source
 
+
+def _listed_images(images, gt: dict, source: str, max_images) -> tuple:
+    """[(path, json image)] of the files the json lists (an even subset of ``max_images``), and the others."""
     paths = list_images(images)
     by_name = {Path(im["file_name"]).name: im for im in gt["images"]}
     listed = [(p, by_name[p.name]) for p in paths if p.name in by_name]
@@ -231,7 +224,25 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
     if skipped:
         warnings.warn(f"{len(skipped)} image(s) in {images} are not listed in {source} and are not scored, "
                       f"e.g. {Path(skipped[0][0]).name}")
-    listed = [listed[i] for i in select_subset(len(listed), max_images)]
+    return [listed[i] for i in select_subset(len(listed), max_images)], skipped
+
+
+def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: int = 16, device="cpu",
+             conf: float = 0.001, iou: float = 0.6, max_det: int = 300, out=None, max_images: int | None = None,
+             verbose: bool = True, multi_label: bool = True, threads: int | None = None) -> dict:
+    """Score ``model`` on COCO-format ground truth with pycocotools (yolov5 val pipeline).
+
+    model: Detector, callable returning (B, N, 4 + nc) with ``.names``, a model path (.pt/.yaml/.cfg/.weights)
+    or a .onnx path. Ground truth: ``images`` folder + ``ann`` COCO json, or ``data`` YOLO data yaml (its val
+    labels are converted on the fly; ``ann`` overrides). ``max_images`` scores an evenly spread, deterministic
+    subset. Writes ``out``/predictions.json and ``out``/metrics.json when ``out`` is given.
+
+    Returns {"mAP50-95", "mAP50", "stats" (12 pycocotools numbers), "speed_ms" {preprocess, inference, nms} per
+    image, "images" (scored), "predictions" (count), "skipped" [(file, reason)]}.
+    """
+    t_start = time.perf_counter()
+    images, gt, source = _ground_truth(images, ann, data, max_images, verbose)
+    listed, skipped = _listed_images(images, gt, source, max_images)
 
     model = prepare_model(model, device)
     names = dict(getattr(model, "names", {}) or {})
@@ -283,8 +294,8 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
     }
     if out is not None:
         out = Path(out)
-        atomic_write_json(predictions, out / "predictions.json")
-        atomic_write_json(result, out / "metrics.json")
+        atomic_write_json(out / "predictions.json", predictions, indent=None)
+        atomic_write_json(out / "metrics.json", result, indent=None)
     if verbose:
         sp = result["speed_ms"]
         print(f"mAP50-95 {result['mAP50-95']:.4f}\nmAP50 {result['mAP50']:.4f}")

@@ -25,6 +25,7 @@ import torchvision
 from torch import nn
 
 from ..data.coco import image_size
+from ..io import atomic_write
 
 
 def cpu_threads() -> int:
@@ -540,10 +541,12 @@ def predict_to_images(model, source, out, imgsz: int = 640, device="cpu", conf: 
         dst = out / Path(path).name
         ext = dst.suffix if dst.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp") else ".png"
         dst = dst.with_suffix(ext)
-        tmp = dst.with_name(f".{dst.stem}.tmp{ext}")
-        if not cv2.imwrite(str(tmp), img):
-            raise OSError(f"{dst}: cv2 could not write the image (check the folder is writable)")
-        os.replace(tmp, dst)
+
+        def write(tmp, dst=dst, img=img):
+            if not cv2.imwrite(tmp, img):
+                raise OSError(f"{dst}: cv2 could not write the image (check the folder is writable)")
+
+        atomic_write(dst, write, suffix=f".tmp{ext}")
         written.append((dst, len(det)))
     return written
 

@@ -32,9 +32,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-BACKENDS = ("torch", "torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt")
-_ORT_PROVIDER = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
-                 "ort-trt": "TensorrtExecutionProvider"}
+from ..io import atomic_write_text
+from ..runtime import backend_names, get_backend
+from ..versions import versions
+
+BACKENDS = backend_names()  # the runtime registry's (yolo_prune/runtime/backends.py)
 
 
 class CaseSkipped(RuntimeError):
@@ -57,10 +59,7 @@ def cpu_model() -> str:
 
 
 def environment(threads: int | None) -> dict:
-    import onnx
     import onnxruntime as ort
-
-    import yolo_prune
 
     env = {
         "cpu": cpu_model(),
@@ -68,12 +67,8 @@ def environment(threads: int | None) -> dict:
         "threads": threads,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": ort.__version__,
+        **versions(("torch", "onnx", "onnxruntime", "yolo_prune")),
         "ort_available_providers": ort.get_available_providers(),
-        "yolo_prune": yolo_prune.__version__,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     if hasattr(os, "getloadavg"):
@@ -282,7 +277,7 @@ def _torch_device(backend: str) -> str:
 def _check_provider(backend: str) -> str:
     import onnxruntime as ort
 
-    provider = _ORT_PROVIDER[backend]
+    provider = get_backend(backend).provider
     if provider not in ort.get_available_providers():
         raise BackendUnavailable(f"{provider} is not in this onnxruntime build ({ort.__version__})")
     if provider != "CPUExecutionProvider" and not torch.cuda.is_available():
@@ -321,10 +316,7 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     Returns the rows (one dict per model x backend x batch; skipped ones carry ``status="skipped"`` and
     ``reason``).
     """
-    from yolo_prune.io import atomic_write_text
-
     from .onnx import _imgsz_hw
-    from .plots import plot_latency_vs_macs, plot_map_vs_latency
 
     if not weights:
         raise ValueError("--weights: expected at least one model, found none")
@@ -353,26 +345,9 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
             _evaluate_all(entries, eval_kwargs, threads)
         for backend in backends:
             for batch in batches:
-                case_rows, case_entries, runners = [], [], []
-                for entry in entries:
-                    row = {"model": entry.label, "weights": entry.weights, "architecture": entry.architecture,
-                           "backend": backend, "batch": int(batch), "imgsz": list(hw), "macs": entry.macs,
-                           "params": entry.params, "onnx_bytes": None, "map50_95": entry.map50_95,
-                           "map50": entry.map50, "providers": None, "status": "ok", "reason": None}
-                    rows.append(row)
-                    try:
-                        runners.append(_prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads,
-                                                trt_fp16, (calib, calib_images) if trt_int8 else None))
-                        case_rows.append(row)
-                        case_entries.append(entry)
-                    except CaseSkipped as e:
-                        reason = str(e)
-                        if isinstance(e, BackendUnavailable):
-                            skipped.setdefault(backend, reason)
-                        row.update(status="skipped", reason=reason)
-                        if (backend, reason) not in reported:
-                            reported.add((backend, reason))
-                            tqdm.write(f"skip {backend}: {reason}")
+                case_rows, case_entries, runners = _prepare_case(
+                    entries, backend, batch, hw, rows, skipped, reported, onnx_dir, opset, threads, trt_fp16,
+                    (calib, calib_images) if trt_int8 else None)
                 if runners:
                     times = interleaved_times(runners, runs, warmup, desc=f"{backend} b{batch}")
                     for row, t in zip(case_rows, times):
@@ -389,6 +364,40 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     add_ratios(rows)
     env["runs"], env["warmup"], env["trt_fp16"], env["trt_int8"] = runs, warmup, trt_fp16, trt_int8
 
+    _write_outputs(rows, env, out_dir)
+    return rows
+
+
+def _prepare_case(entries, backend: str, batch: int, hw, rows: list, skipped: dict, reported: set, onnx_dir,
+                  opset: int, threads, trt_fp16: bool, int8) -> tuple:
+    """One row per model for this backend x batch (appended to ``rows``); the runners of those that can run."""
+    case_rows, case_entries, runners = [], [], []
+    for entry in entries:
+        row = {"model": entry.label, "weights": entry.weights, "architecture": entry.architecture,
+               "backend": backend, "batch": int(batch), "imgsz": list(hw), "macs": entry.macs,
+               "params": entry.params, "onnx_bytes": None, "map50_95": entry.map50_95,
+               "map50": entry.map50, "providers": None, "status": "ok", "reason": None}
+        rows.append(row)
+        try:
+            runners.append(_prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads, trt_fp16,
+                                    int8))
+            case_rows.append(row)
+            case_entries.append(entry)
+        except CaseSkipped as e:
+            reason = str(e)
+            if isinstance(e, BackendUnavailable):
+                skipped.setdefault(backend, reason)
+            row.update(status="skipped", reason=reason)
+            if (backend, reason) not in reported:
+                reported.add((backend, reason))
+                tqdm.write(f"skip {backend}: {reason}")
+    return case_rows, case_entries, runners
+
+
+def _write_outputs(rows: list, env: dict, out_dir: Path) -> None:
+    """bench.md (also printed), bench.json, ops.md with op profiles, and the latency (and mAP) plots."""
+    from .plots import plot_latency_vs_macs, plot_map_vs_latency
+
     md = to_markdown(rows, env)
     print(md)
     atomic_write_text(out_dir / "bench.md", md)
@@ -398,7 +407,6 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     plot_latency_vs_macs(rows, out_dir / "latency_vs_macs.png")
     if any(r["map50_95"] is not None and r["status"] == "ok" for r in rows):
         plot_map_vs_latency(rows, out_dir / "map_vs_latency.png")
-    return rows
 
 
 def _trt_int8_onnx(path: Path, calib, calib_images: int) -> Path:

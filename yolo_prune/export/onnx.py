@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..versions import versions
+
 FP32_ATOL = 1e-3
 FP32_RTOL = 1e-5
 HALF_ATOL = 5e-2
@@ -562,10 +564,4 @@ def _quiet_export():
 
 
 def _versions() -> dict:
-    import onnx
-    import onnxruntime as ort
-
-    import yolo_prune
-
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
-            "yolo_prune": yolo_prune.__version__}
+    return versions(("torch", "onnx", "onnxruntime", "yolo_prune"))

@@ -13,14 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..runtime import provider_aliases
 from .layouts import LAYOUTS, to_ours
 
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "trt": "TensorrtExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
+PROVIDER_ALIASES = provider_aliases()  # cpu, cuda, trt, tensorrt (yolo_prune/runtime/backends.py)
 
 _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 

@@ -279,6 +279,91 @@ def _parse_keep(keep_fp32) -> tuple[str, object]:
     return "names", [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _check_arguments(src: Path, out: Path, target: str, fmt: str, calibrate_method: str, sensitivity_images) -> None:
+    if src.suffix.lower() != ".onnx" or not src.is_file():
+        raise QuantizeError(f"--weights {src}: expected an exported fp32 .onnx file (tools/export_onnx.py)"
+                            + ("" if src.is_file() else ", file not found"))
+    if out.suffix.lower() != ".onnx":
+        raise QuantizeError(f"--out {out}: expected a path ending in .onnx")
+    if out.resolve() == src.resolve():
+        raise QuantizeError(f"--out {out}: must differ from --weights")
+    if target not in ("cpu", "trt"):
+        raise QuantizeError(f"target: expected cpu or trt, found {target!r}")
+    if fmt not in FORMATS:
+        raise QuantizeError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
+    if calibrate_method not in CALIBRATE_METHODS:
+        raise QuantizeError(f"--calibrate-method: expected one of {', '.join(CALIBRATE_METHODS)}, "
+                            f"found {calibrate_method!r}")
+    if isinstance(sensitivity_images, bool) or not isinstance(sensitivity_images, int) or sensitivity_images < 1:
+        raise QuantizeError(f"--sensitivity-images: expected an integer >= 1, found {sensitivity_images!r}")
+
+
+def _load_fp32(src: Path):
+    import onnx
+
+    try:
+        proto = onnx.load(str(src))
+    except Exception as e:  # noqa: BLE001 - onnx raises DecodeError and friends
+        raise QuantizeError(f"--weights {src}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer):
+        raise QuantizeError(f"--weights {src}: an fp16 export; quantize the fp32 export (without --half)")
+    return proto
+
+
+def _choose_fp32_units(keep_mode: str, keep_arg, units: dict, error_if_fp32, err_all: float, src: Path,
+                       verbose: bool) -> tuple[list, list]:
+    """(units kept in fp32, the sensitivity rows): named ones, or by leave-one-out gains (count / auto)."""
+    from tqdm import tqdm
+
+    sensitivity: list[dict] = []
+    if keep_mode == "names":
+        unknown = [u for u in keep_arg if u not in units]
+        if unknown:
+            raise QuantizeError(f"--keep-fp32: unknown unit(s) {unknown}; units of {src.name}: "
+                                f"{', '.join(units)}")
+        return list(keep_arg), sensitivity
+    if keep_mode not in ("auto", "count"):
+        return [], sensitivity
+    for u in tqdm(list(units), desc="sensitivity", unit="unit", disable=not verbose, leave=False):
+        e = error_if_fp32(u)
+        sensitivity.append({"unit": u, "nodes": len(units[u]), "error_if_fp32": e,
+                            "gain": (err_all - e) / err_all if err_all > 0 else 0.0})
+    sensitivity.sort(key=lambda s: -s["gain"])
+    if keep_mode == "count":
+        return [s["unit"] for s in sensitivity[:keep_arg]], sensitivity
+    # the measured leave-one-out gains decide: each kept unit must cut >= AUTO_MIN_GAIN of the error
+    return [s["unit"] for s in sensitivity[:AUTO_MAX_UNITS] if s["gain"] >= AUTO_MIN_GAIN], sensitivity
+
+
+def _input_geometry(inp, src: Path, imgsz, calib_images: int) -> tuple[int, tuple]:
+    """(batch, (h, w)) of the image input (dynamic dims: 1 and ``imgsz``); refuses a calibration set too big."""
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        raise QuantizeError(f"--weights {src}: expected one image input (B, 3, H, W), found {len(dims)} dims")
+    hw = (dims[2], dims[3]) if dims[2] and dims[3] else (imgsz or 640, imgsz or 640)
+    per_image = 3 * hw[0] * hw[1] * 4
+    if calib_images * per_image > MAX_CALIB_BYTES:
+        raise QuantizeError(f"--calib-images {calib_images}: at {hw[0]}x{hw[1]} that needs "
+                            f"{calib_images * per_image / 2**30:.1f} GiB of memory; use at most "
+                            f"{MAX_CALIB_BYTES // per_image} (a few hundred images calibrate well)")
+    return dims[0] or 1, hw
+
+
+def _save_quantized(final: Path, proto, fmt: str, target: str, part: Path) -> int:
+    """Write the quantized model to ``part`` with the fp32 export's metadata plus ours; its QuantizeLinear count."""
+    import onnx
+
+    q = onnx.load(str(final))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update({p.key: p.value for p in q.metadata_props if p.key not in props})
+    props["quantization"] = json.dumps({"format": fmt, "activation": "int8" if target == "trt" else "uint8",
+                                        "weight": "int8", "target": target})
+    onnx.helper.set_model_props(q, props)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(q, str(part))
+    return sum(n.op_type == "QuantizeLinear" for n in q.graph.node)
+
+
 def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool = False, fmt: str = "qdq",
                   keep_fp32="auto", sensitivity_images: int = 8, op_types=DEFAULT_OP_TYPES,
                   calibrate_method: str = "minmax", reduce_range: bool = False, latency_check: bool = True,
@@ -298,51 +383,19 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
     """
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    from tqdm import tqdm
 
     from ..io import atomic_write_text
     from .ort import read_sidecar
 
     t0 = time.perf_counter()
     src, out = Path(str(weights)), Path(str(out))
-    if src.suffix.lower() != ".onnx" or not src.is_file():
-        raise QuantizeError(f"--weights {src}: expected an exported fp32 .onnx file (tools/export_onnx.py)"
-                            + ("" if src.is_file() else ", file not found"))
-    if out.suffix.lower() != ".onnx":
-        raise QuantizeError(f"--out {out}: expected a path ending in .onnx")
-    if out.resolve() == src.resolve():
-        raise QuantizeError(f"--out {out}: must differ from --weights")
-    if target not in ("cpu", "trt"):
-        raise QuantizeError(f"target: expected cpu or trt, found {target!r}")
-    if fmt not in FORMATS:
-        raise QuantizeError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
-    if calibrate_method not in CALIBRATE_METHODS:
-        raise QuantizeError(f"--calibrate-method: expected one of {', '.join(CALIBRATE_METHODS)}, "
-                            f"found {calibrate_method!r}")
-    if isinstance(sensitivity_images, bool) or not isinstance(sensitivity_images, int) or sensitivity_images < 1:
-        raise QuantizeError(f"--sensitivity-images: expected an integer >= 1, found {sensitivity_images!r}")
+    _check_arguments(src, out, target, fmt, calibrate_method, sensitivity_images)
     keep_mode, keep_arg = _parse_keep(keep_fp32)
     side = read_sidecar(src)
-    try:
-        proto = onnx.load(str(src))
-    except Exception as e:  # noqa: BLE001 - onnx raises DecodeError and friends
-        raise QuantizeError(f"--weights {src}: not a readable ONNX model ({type(e).__name__}: {e})") from None
-    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer):
-        raise QuantizeError(f"--weights {src}: an fp16 export; quantize the fp32 export (without --half)")
+    proto = _load_fp32(src)
     inp = proto.graph.input[0]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
-    if len(dims) != 4:
-        raise QuantizeError(f"--weights {src}: expected one image input (B, 3, H, W), found {len(dims)} dims")
-    batch = dims[0] or 1
-    hw = (dims[2], dims[3]) if dims[2] and dims[3] else (imgsz or 640, imgsz or 640)
-    strides = side.get("strides") or [32]
-    stride = int(max(strides))
-
-    per_image = 3 * hw[0] * hw[1] * 4
-    if calib_images * per_image > MAX_CALIB_BYTES:
-        raise QuantizeError(f"--calib-images {calib_images}: at {hw[0]}x{hw[1]} that needs "
-                            f"{calib_images * per_image / 2**30:.1f} GiB of memory; use at most "
-                            f"{MAX_CALIB_BYTES // per_image} (a few hundred images calibrate well)")
+    batch, hw = _input_geometry(inp, src, imgsz, calib_images)
+    stride = int(max(side.get("strides") or [32]))
     paths = calibration_images(calib, calib_images)
     reader = LetterboxCalibrationReader(paths, inp.name, hw, batch, stride)
     sens_feeds = reader.arrays[: max(1, math.ceil(sensitivity_images / batch))]
@@ -366,24 +419,8 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
 
         trial = tmp / "trial.onnx"
         err_all = quantize_excluding([], trial)
-        sensitivity: list[dict] = []
-        kept: list[str] = []
-        if keep_mode == "names":
-            unknown = [u for u in keep_arg if u not in units]
-            if unknown:
-                raise QuantizeError(f"--keep-fp32: unknown unit(s) {unknown}; units of {src.name}: "
-                                    f"{', '.join(units)}")
-            kept = list(keep_arg)
-        elif keep_mode in ("auto", "count"):
-            for u in tqdm(list(units), desc="sensitivity", unit="unit", disable=not verbose, leave=False):
-                e = quantize_excluding([u], trial)
-                sensitivity.append({"unit": u, "nodes": len(units[u]), "error_if_fp32": e,
-                                    "gain": (err_all - e) / err_all if err_all > 0 else 0.0})
-            sensitivity.sort(key=lambda s: -s["gain"])
-            if keep_mode == "count":
-                kept = [s["unit"] for s in sensitivity[:keep_arg]]
-            else:  # the measured leave-one-out gains decide: each kept unit must cut >= AUTO_MIN_GAIN of the error
-                kept = [s["unit"] for s in sensitivity[:AUTO_MAX_UNITS] if s["gain"] >= AUTO_MIN_GAIN]
+        kept, sensitivity = _choose_fp32_units(keep_mode, keep_arg, units, lambda u: quantize_excluding([u], trial),
+                                               err_all, src, verbose)
         final = tmp / "final.onnx"
         err_final = quantize_excluding(kept, final)
         slow: list[dict] = []
@@ -395,16 +432,8 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
             if slow:
                 kept += [r["unit"] for r in slow]
                 err_final = quantize_excluding(kept, final)
-        q = onnx.load(str(final))
-        props = {p.key: p.value for p in proto.metadata_props}
-        props.update({p.key: p.value for p in q.metadata_props if p.key not in props})
-        props["quantization"] = json.dumps({"format": fmt, "activation": "int8" if target == "trt" else "uint8",
-                                            "weight": "int8", "target": target})
-        onnx.helper.set_model_props(q, props)
-        n_q = sum(n.op_type == "QuantizeLinear" for n in q.graph.node)
-        out.parent.mkdir(parents=True, exist_ok=True)
         part = out.with_name(f".{out.name}.part")
-        onnx.save(q, str(part))
+        n_q = _save_quantized(final, proto, fmt, target, part)
 
     report = {
         "format": fmt, "per_channel": per_channel or target == "trt", "reduce_range": reduce_range,

@@ -47,7 +47,7 @@ def from_checkpoint(ckpt: dict, source: str = "checkpoint", device="cpu"):
     The spec is validated as plain, bounded data before anything is built (validate.walk_plain); the weights must
     be tensors of exactly the shapes the spec builds.
     """
-    from . import build_from_spec
+    from .registry import build_from_spec
     from .validate import ModelSpecError, walk_plain
 
     version = ckpt.get("version", 0)

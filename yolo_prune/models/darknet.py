@@ -15,9 +15,7 @@ Semantics follow darknet's C code so that official cfg + .weights pairs give the
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,13 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import atomic_write_chunks
+from . import registry
 from .detector import Detector
+from .transfer import ClassConv
+from .yolov5_legacy import class_bias as yolov5_class_bias
 from .validate import _over, check_int, limits
 
 __all__ = [
     "CfgSection", "parse_cfg", "DarknetNet", "DarknetDetector", "ConvLayer", "RouteLayer", "ShortcutLayer",
     "MaxPoolLayer", "UpsampleLayer", "YoloLayer", "build_darknet", "load_darknet", "read_weights",
-    "write_weights", "write_cfg", "weights_float_count", "cfg_text_for",
+    "write_weights", "write_cfg", "weights_float_count", "cfg_text_for", "FAMILY",
 ]
 
 BN_EPS = 1e-5
@@ -50,6 +52,7 @@ _SECTION_ALIASES = {
     "upsample": "upsample",
     "yolo": "yolo",
 }
+_SECTION_KINDS = ("convolutional", "route", "shortcut", "maxpool", "upsample", "yolo")  # DarknetNet._make_<kind>
 _SUPPORTED = "net, convolutional, route, shortcut, maxpool, upsample, yolo"
 _ACTIVATIONS = ("leaky", "mish", "linear", "logistic", "relu", "swish")
 
@@ -360,121 +363,131 @@ class DarknetNet(nn.Module):
         return j
 
     def _make_layer(self, i, sec: CfgSection, cin, sin, channels, strides, source):
-        if sec.kind == "convolutional":
-            filters = sec.get_int("filters", None, source)
-            size = sec.get_int("size", 1, source)
-            stride = sec.get_int("stride", 1, source)
-            pad = sec.get_int("pad", 0, source)
-            padding = size // 2 if pad else sec.get_int("padding", 0, source)
-            groups = sec.get_int("groups", 1, source)
-            bn = bool(sec.get_int("batch_normalize", 0, source))
-            act = (sec.raw("activation") or "logistic").lower()
-            if act not in _ACTIVATIONS:
-                raise ValueError(f"{sec.where(source, 'activation')}: [convolutional] field 'activation': expected "
-                                 f"one of {', '.join(_ACTIVATIONS)}, found {act!r}")
-            if filters < 1 or size < 1 or stride < 1 or groups < 1:
-                raise ValueError(f"{sec.where(source)}: [convolutional] filters, size, stride and groups must be "
-                                 f">= 1, found {filters}, {size}, {stride}, {groups}")
-            lim, where = self.lim, sec.where(source)
-            check_int(filters, where, "[convolutional] filters", 1, lim.max_channels, "max_channels")
-            check_int(size, where, "[convolutional] size", 1, lim.max_kernel, "max_kernel")
-            check_int(stride, where, "[convolutional] stride", 1, lim.max_stride, "max_stride")
-            check_int(groups, where, "[convolutional] groups", 1, lim.max_channels, "max_channels")
-            check_int(padding, where, "[convolutional] padding", 0, lim.max_kernel, "max_kernel")
-            if cin % groups or filters % groups:
-                raise ValueError(f"{sec.where(source, 'groups')}: [convolutional] groups={groups} must divide the "
-                                 f"input channels ({cin}) and filters ({filters})")
-            self.params += filters * (cin // groups) * size * size + 4 * filters
-            if self.params > lim.max_params:
-                raise _over(where, "parameters", "max_params", lim.max_params, f"{self.params:,} parameters")
-            return ConvLayer(cin, filters, size, stride, padding, groups, bn, act), filters, sin * stride
-        if sec.kind == "route":
-            idx = sec.get_list("layers", source, required=True)
-            if not idx:
-                raise ValueError(f"{sec.where(source, 'layers')}: [route] field 'layers' is empty")
-            sources = [self._resolve(k, i, sec, "layers", source) for k in idx]
-            groups = sec.get_int("groups", 1, source)
-            group_id = sec.get_int("group_id", 0, source)
-            if groups < 1 or not 0 <= group_id < groups:
-                raise ValueError(f"{sec.where(source, 'group_id')}: [route] expected 0 <= group_id < groups, found "
-                                 f"groups={groups} group_id={group_id}")
-            for j in sources:
-                if channels[j] % groups:
-                    raise ValueError(f"{sec.where(source, 'groups')}: [route] groups={groups} does not divide the "
-                                     f"{channels[j]} channels of layer {j}")
-                if strides[j] != strides[sources[0]]:
-                    raise ValueError(f"{sec.where(source, 'layers')}: [route] layers {sources[0]} and {j} have "
-                                     f"different spatial sizes (strides {strides[sources[0]]} and {strides[j]})")
-            cout = sum(channels[j] // groups for j in sources)
-            check_int(cout, sec.where(source), "[route] output channels", 1, self.lim.max_channels, "max_channels")
-            return RouteLayer(sources, groups, group_id), cout, strides[sources[0]]
-        if sec.kind == "shortcut":
-            idx = sec.get_list("from", source, required=True)
-            if len(idx) != 1:
-                raise ValueError(f"{sec.where(source, 'from')}: [shortcut] field 'from': expected one layer, "
-                                 f"found {idx}")
-            j = self._resolve(idx[0], i, sec, "from", source)
-            if channels[j] != cin or strides[j] != sin:
-                raise ValueError(f"{sec.where(source, 'from')}: [shortcut] layer {j} has {channels[j]} channels at "
-                                 f"stride {strides[j]}, the previous layer {cin} at stride {sin}; they must match")
-            act = (sec.raw("activation") or "linear").lower()
-            if act not in _ACTIVATIONS:
-                raise ValueError(f"{sec.where(source, 'activation')}: [shortcut] field 'activation': expected one "
-                                 f"of {', '.join(_ACTIVATIONS)}, found {act!r}")
-            return ShortcutLayer(j, act), cin, sin
-        if sec.kind == "maxpool":
-            size = sec.get_int("size", 1, source)
-            stride = sec.get_int("stride", 1, source)
-            padding = sec.get_int("padding", size - 1, source)
-            if size < 1 or stride < 1 or padding < 0:
-                raise ValueError(f"{sec.where(source)}: [maxpool] expected size >= 1, stride >= 1, padding >= 0, "
-                                 f"found {size}, {stride}, {padding}")
-            check_int(size, sec.where(source), "[maxpool] size", 1, self.lim.max_kernel, "max_kernel")
-            check_int(stride, sec.where(source), "[maxpool] stride", 1, self.lim.max_stride, "max_stride")
-            check_int(padding, sec.where(source), "[maxpool] padding", 0, self.lim.max_kernel, "max_kernel")
-            return MaxPoolLayer(size, stride, padding), cin, sin * stride
-        if sec.kind == "upsample":
-            stride = sec.get_int("stride", 2, source)
-            if stride < 1:
-                raise ValueError(f"{sec.where(source, 'stride')}: [upsample] field 'stride': expected >= 1 "
-                                 f"(downsampling upsample layers are not supported), found {stride}")
-            check_int(stride, sec.where(source), "[upsample] stride", 1, self.lim.max_stride, "max_stride")
-            if sin / stride < Fraction(1, 4):  # finer than 4x the input resolution: activations explode
-                raise ValueError(f"{sec.where(source, 'stride')}: [upsample] would reach {stride / sin}x the input "
-                                 "resolution; expected at most 4x")
-            return UpsampleLayer(stride), cin, sin / stride
-        if sec.kind == "yolo":
-            classes = sec.get_int("classes", 20, source)
-            check_int(classes, sec.where(source), "[yolo] classes", 1, self.lim.max_classes, "max_classes")
-            anchors = sec.get_list("anchors", source, kind=float, required=True)
-            if not all(math.isfinite(a) and 0 < a <= 1e5 for a in anchors) or len(anchors) > 128:
-                raise ValueError(f"{sec.where(source, 'anchors')}: [yolo] field 'anchors': expected at most 64 "
-                                 f"pairs of finite positive numbers, found {anchors[:8]}")
-            if len(anchors) % 2:
-                raise ValueError(f"{sec.where(source, 'anchors')}: [yolo] field 'anchors': expected w,h pairs, "
-                                 f"found {len(anchors)} numbers")
-            pairs = [(anchors[k], anchors[k + 1]) for k in range(0, len(anchors), 2)]
-            num = sec.get_int("num", len(pairs), source)
-            if num != len(pairs):
-                raise ValueError(f"{sec.where(source, 'num')}: [yolo] field 'num={num}' but 'anchors' holds "
-                                 f"{len(pairs)} pairs")
-            mask = sec.get_list("mask", source) or list(range(num))
-            if any(not 0 <= m < num for m in mask):
-                raise ValueError(f"{sec.where(source, 'mask')}: [yolo] field 'mask': expected indices in 0..{num - 1}"
-                                 f", found {mask}")
-            need = len(mask) * (classes + 5)
-            if cin != need:
-                raise ValueError(f"{sec.where(source)}: [yolo] with classes={classes} and {len(mask)} masked "
-                                 f"anchors needs {need} input channels (filters={need} in the layer before it), "
-                                 f"found {cin}")
-            if sin.denominator != 1:
-                raise ValueError(f"{sec.where(source)}: [yolo] layer {i} sits at a fractional stride {sin}")
-            scale = sec.get_float("scale_x_y", 1.0, source)
-            if not (math.isfinite(scale) and 0 < scale <= 10):
-                raise ValueError(f"{sec.where(source, 'scale_x_y')}: [yolo] field 'scale_x_y': expected a number in "
-                                 f"(0, 10], found {scale}")
-            return YoloLayer(mask, pairs, classes, scale, int(sin)), cin, sin
-        raise AssertionError(f"unhandled section kind {sec.kind}")  # parse_cfg only yields the kinds above
+        """(layer, output channels, output stride) of one section; one method per section kind."""
+        make = getattr(self, f"_make_{sec.kind}") if sec.kind in _SECTION_KINDS else None
+        if make is None:
+            raise AssertionError(f"unhandled section kind {sec.kind}")  # parse_cfg only yields the kinds below
+        return make(i, sec, cin, sin, channels, strides, source)
+
+    def _make_convolutional(self, i, sec: CfgSection, cin, sin, channels, strides, source):
+        filters = sec.get_int("filters", None, source)
+        size = sec.get_int("size", 1, source)
+        stride = sec.get_int("stride", 1, source)
+        pad = sec.get_int("pad", 0, source)
+        padding = size // 2 if pad else sec.get_int("padding", 0, source)
+        groups = sec.get_int("groups", 1, source)
+        bn = bool(sec.get_int("batch_normalize", 0, source))
+        act = (sec.raw("activation") or "logistic").lower()
+        if act not in _ACTIVATIONS:
+            raise ValueError(f"{sec.where(source, 'activation')}: [convolutional] field 'activation': expected "
+                             f"one of {', '.join(_ACTIVATIONS)}, found {act!r}")
+        if filters < 1 or size < 1 or stride < 1 or groups < 1:
+            raise ValueError(f"{sec.where(source)}: [convolutional] filters, size, stride and groups must be "
+                             f">= 1, found {filters}, {size}, {stride}, {groups}")
+        lim, where = self.lim, sec.where(source)
+        check_int(filters, where, "[convolutional] filters", 1, lim.max_channels, "max_channels")
+        check_int(size, where, "[convolutional] size", 1, lim.max_kernel, "max_kernel")
+        check_int(stride, where, "[convolutional] stride", 1, lim.max_stride, "max_stride")
+        check_int(groups, where, "[convolutional] groups", 1, lim.max_channels, "max_channels")
+        check_int(padding, where, "[convolutional] padding", 0, lim.max_kernel, "max_kernel")
+        if cin % groups or filters % groups:
+            raise ValueError(f"{sec.where(source, 'groups')}: [convolutional] groups={groups} must divide the "
+                             f"input channels ({cin}) and filters ({filters})")
+        self.params += filters * (cin // groups) * size * size + 4 * filters
+        if self.params > lim.max_params:
+            raise _over(where, "parameters", "max_params", lim.max_params, f"{self.params:,} parameters")
+        return ConvLayer(cin, filters, size, stride, padding, groups, bn, act), filters, sin * stride
+
+    def _make_route(self, i, sec: CfgSection, cin, sin, channels, strides, source):
+        idx = sec.get_list("layers", source, required=True)
+        if not idx:
+            raise ValueError(f"{sec.where(source, 'layers')}: [route] field 'layers' is empty")
+        sources = [self._resolve(k, i, sec, "layers", source) for k in idx]
+        groups = sec.get_int("groups", 1, source)
+        group_id = sec.get_int("group_id", 0, source)
+        if groups < 1 or not 0 <= group_id < groups:
+            raise ValueError(f"{sec.where(source, 'group_id')}: [route] expected 0 <= group_id < groups, found "
+                             f"groups={groups} group_id={group_id}")
+        for j in sources:
+            if channels[j] % groups:
+                raise ValueError(f"{sec.where(source, 'groups')}: [route] groups={groups} does not divide the "
+                                 f"{channels[j]} channels of layer {j}")
+            if strides[j] != strides[sources[0]]:
+                raise ValueError(f"{sec.where(source, 'layers')}: [route] layers {sources[0]} and {j} have "
+                                 f"different spatial sizes (strides {strides[sources[0]]} and {strides[j]})")
+        cout = sum(channels[j] // groups for j in sources)
+        check_int(cout, sec.where(source), "[route] output channels", 1, self.lim.max_channels, "max_channels")
+        return RouteLayer(sources, groups, group_id), cout, strides[sources[0]]
+
+    def _make_shortcut(self, i, sec: CfgSection, cin, sin, channels, strides, source):
+        idx = sec.get_list("from", source, required=True)
+        if len(idx) != 1:
+            raise ValueError(f"{sec.where(source, 'from')}: [shortcut] field 'from': expected one layer, "
+                             f"found {idx}")
+        j = self._resolve(idx[0], i, sec, "from", source)
+        if channels[j] != cin or strides[j] != sin:
+            raise ValueError(f"{sec.where(source, 'from')}: [shortcut] layer {j} has {channels[j]} channels at "
+                             f"stride {strides[j]}, the previous layer {cin} at stride {sin}; they must match")
+        act = (sec.raw("activation") or "linear").lower()
+        if act not in _ACTIVATIONS:
+            raise ValueError(f"{sec.where(source, 'activation')}: [shortcut] field 'activation': expected one "
+                             f"of {', '.join(_ACTIVATIONS)}, found {act!r}")
+        return ShortcutLayer(j, act), cin, sin
+
+    def _make_maxpool(self, i, sec: CfgSection, cin, sin, channels, strides, source):
+        size = sec.get_int("size", 1, source)
+        stride = sec.get_int("stride", 1, source)
+        padding = sec.get_int("padding", size - 1, source)
+        if size < 1 or stride < 1 or padding < 0:
+            raise ValueError(f"{sec.where(source)}: [maxpool] expected size >= 1, stride >= 1, padding >= 0, "
+                             f"found {size}, {stride}, {padding}")
+        check_int(size, sec.where(source), "[maxpool] size", 1, self.lim.max_kernel, "max_kernel")
+        check_int(stride, sec.where(source), "[maxpool] stride", 1, self.lim.max_stride, "max_stride")
+        check_int(padding, sec.where(source), "[maxpool] padding", 0, self.lim.max_kernel, "max_kernel")
+        return MaxPoolLayer(size, stride, padding), cin, sin * stride
+
+    def _make_upsample(self, i, sec: CfgSection, cin, sin, channels, strides, source):
+        stride = sec.get_int("stride", 2, source)
+        if stride < 1:
+            raise ValueError(f"{sec.where(source, 'stride')}: [upsample] field 'stride': expected >= 1 "
+                             f"(downsampling upsample layers are not supported), found {stride}")
+        check_int(stride, sec.where(source), "[upsample] stride", 1, self.lim.max_stride, "max_stride")
+        if sin / stride < Fraction(1, 4):  # finer than 4x the input resolution: activations explode
+            raise ValueError(f"{sec.where(source, 'stride')}: [upsample] would reach {stride / sin}x the input "
+                             "resolution; expected at most 4x")
+        return UpsampleLayer(stride), cin, sin / stride
+
+    def _make_yolo(self, i, sec: CfgSection, cin, sin, channels, strides, source):
+        classes = sec.get_int("classes", 20, source)
+        check_int(classes, sec.where(source), "[yolo] classes", 1, self.lim.max_classes, "max_classes")
+        anchors = sec.get_list("anchors", source, kind=float, required=True)
+        if not all(math.isfinite(a) and 0 < a <= 1e5 for a in anchors) or len(anchors) > 128:
+            raise ValueError(f"{sec.where(source, 'anchors')}: [yolo] field 'anchors': expected at most 64 "
+                             f"pairs of finite positive numbers, found {anchors[:8]}")
+        if len(anchors) % 2:
+            raise ValueError(f"{sec.where(source, 'anchors')}: [yolo] field 'anchors': expected w,h pairs, "
+                             f"found {len(anchors)} numbers")
+        pairs = [(anchors[k], anchors[k + 1]) for k in range(0, len(anchors), 2)]
+        num = sec.get_int("num", len(pairs), source)
+        if num != len(pairs):
+            raise ValueError(f"{sec.where(source, 'num')}: [yolo] field 'num={num}' but 'anchors' holds "
+                             f"{len(pairs)} pairs")
+        mask = sec.get_list("mask", source) or list(range(num))
+        if any(not 0 <= m < num for m in mask):
+            raise ValueError(f"{sec.where(source, 'mask')}: [yolo] field 'mask': expected indices in 0..{num - 1}"
+                             f", found {mask}")
+        need = len(mask) * (classes + 5)
+        if cin != need:
+            raise ValueError(f"{sec.where(source)}: [yolo] with classes={classes} and {len(mask)} masked "
+                             f"anchors needs {need} input channels (filters={need} in the layer before it), "
+                             f"found {cin}")
+        if sin.denominator != 1:
+            raise ValueError(f"{sec.where(source)}: [yolo] layer {i} sits at a fractional stride {sin}")
+        scale = sec.get_float("scale_x_y", 1.0, source)
+        if not (math.isfinite(scale) and 0 < scale <= 10):
+            raise ValueError(f"{sec.where(source, 'scale_x_y')}: [yolo] field 'scale_x_y': expected a number in "
+                             f"(0, 10], found {scale}")
+        return YoloLayer(mask, pairs, classes, scale, int(sin)), cin, sin
 
     @property
     def yolo_layers(self) -> list[YoloLayer]:
@@ -696,20 +709,6 @@ def read_weights(detector: DarknetDetector, path) -> dict:
     return {"major": major, "minor": minor, "revision": revision, "seen": seen}
 
 
-def _atomic_write_bytes(path: Path, chunks) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_weights(detector: DarknetDetector, path, seen: int = 0) -> Path:
     """Write a darknet .weights file (version 0.2.0, int64 ``seen``) atomically."""
     header = np.array([0, 2, 0], "<i4").tobytes() + np.array([seen], "<i8").tobytes()
@@ -720,7 +719,7 @@ def write_weights(detector: DarknetDetector, path, seen: int = 0) -> Path:
             for t in tensors:
                 yield t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes()
 
-    return _atomic_write_bytes(Path(path), chunks())
+    return atomic_write_chunks(Path(path), chunks())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -786,4 +785,52 @@ def cfg_text_for(detector: DarknetDetector) -> str:
 def write_cfg(detector: DarknetDetector, path) -> Path:
     """Write a .cfg whose filters reflect the current conv widths; with write_weights it reloads identically."""
     text = cfg_text_for(detector)
-    return _atomic_write_bytes(Path(path), [text.encode("utf-8")])
+    return atomic_write_chunks(Path(path), [text.encode("utf-8")])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the family
+
+
+def _class_convs(det) -> list[ClassConv]:
+    """The conv feeding each [yolo] layer: na x (5 box/objectness rows + nc class rows)."""
+    yolos = det.model.yolo_layers
+    return [ClassConv(name, y.na, 5, float(y.stride)) for name, y in zip(det.head_modules(), yolos)]
+
+
+def _class_bias(bias: torch.Tensor, nc: int, stride: float) -> None:
+    # darknet's own C trainer leaves new biases at 0; we train darknet heads with the yolov5 loss, so its prior
+    yolov5_class_bias(bias, nc, stride)
+
+
+def _set_nc(det, nc: int) -> None:
+    for y in det.model.yolo_layers:
+        y.classes = nc
+
+
+def _sniff(path: Path, pickle_globals: frozenset | None) -> bool:
+    return pickle_globals is None and path.suffix.lower() in (".cfg", ".weights")
+
+
+def _load(path, nc: int | None = None, weights=None) -> DarknetDetector:
+    """A .cfg (+ ``weights``), or a .weights with the .cfg of the same stem beside it."""
+    path = Path(path)
+    is_cfg = path.suffix.lower() == ".cfg"
+    w = weights if weights is not None else (None if is_cfg else path)
+    return load_darknet(path if is_cfg else path.with_suffix(".cfg"), weights=w, nc=nc)
+
+
+def _write_native(detector, out) -> list[Path]:
+    out = Path(out)
+    cfg = write_cfg(detector, out.with_suffix(".cfg"))
+    try:
+        return [cfg, write_weights(detector, out.with_suffix(".weights"))]
+    except BaseException:
+        cfg.unlink(missing_ok=True)
+        raise
+
+
+FAMILY = registry.register(registry.Family(
+    name="darknet", sniff=_sniff, load=_load, build=build_darknet, loss="anchor",
+    write_native=_write_native, native_kind="darknet cfg",
+    head=registry.ClassHead(_class_convs, _class_bias, _set_nc)))

@@ -1,5 +1,7 @@
 """Every stage that writes a model also writes it in its family's native format, beside our ``X.pt``.
 
+Each family registers its writer (``registry.Family.write_native``):
+
 * ultralytics: ``X.ultralytics.pt`` (``ultralytics.YOLO`` opens it; pruned models carry the marker that makes
   ultralytics' default trainer refuse them, see ``models.ultralytics.PRUNED_MARKER``)
 * darknet: ``X.cfg`` + ``X.weights``
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import registry
 from .spec import CompensatedConv2d
 
 __all__ = ["write_native"]
@@ -20,39 +23,22 @@ __all__ = ["write_native"]
 def write_native(detector, out: str | Path) -> dict:
     """Write the native file(s) for ``detector`` beside ``out`` (our .pt path).
 
-    Returns {"files": [paths written], "ultralytics"/"darknet"/"yolov5": path or [cfg, weights] or None,
+    Returns {"files": [paths written], "<family>": its path, or its list of paths when it writes several, or None,
     "notes": [why something was not written]}. On error nothing of it is left behind.
     """
     out = Path(out)
-    family = getattr(detector, "family", "")
+    name = getattr(detector, "family", "")
+    family = next((f for f in registry.families() if f.name == name and f.write_native is not None), None)
     report: dict = {"files": [], "notes": []}
-    if family not in ("ultralytics", "darknet", "yolov5"):
+    if family is None:
         return report
     if any(isinstance(m, CompensatedConv2d) for m in detector.modules()):
-        report[family] = None
-        kind = {"darknet": "darknet cfg", "ultralytics": "ultralytics .pt", "yolov5": "yolov5 .pt"}[family]
+        report[name] = None
+        kind = family.native_kind
         report["notes"].append(f"exact compensation adds CompensatedConv2d layers, which a {kind} cannot express; "
                                f"no {kind} written (prune with --compensate bias for one)")
         return report
-    try:
-        if family == "ultralytics":
-            from .ultralytics import save_ultralytics_pt
-            p = save_ultralytics_pt(detector, out.with_suffix(".ultralytics.pt"))
-            report["files"].append(p)
-            report["ultralytics"] = str(p)
-        elif family == "darknet":
-            from .darknet import write_cfg, write_weights
-            report["files"].append(write_cfg(detector, out.with_suffix(".cfg")))
-            report["files"].append(write_weights(detector, out.with_suffix(".weights")))
-            report["darknet"] = [str(p) for p in report["files"]]
-        else:
-            from .yolov5_legacy import save_yolov5_pt
-            p = save_yolov5_pt(detector, out.with_suffix(".yolov5.pt"))
-            report["files"].append(p)
-            report["yolov5"] = str(p)
-    except BaseException:
-        for p in report["files"]:
-            Path(p).unlink(missing_ok=True)
-        raise
-    report["files"] = [str(p) for p in report["files"]]
+    files = [str(p) for p in family.write_native(detector, out)]  # each writer removes its own files on error
+    report["files"] = files
+    report[name] = files[0] if len(files) == 1 else files
     return report

@@ -8,9 +8,10 @@ offers three tools:
 * ``safe_torch_load(path)``: ``torch.load(weights_only=True)`` (tensors and plain containers only) with clear
   errors for missing, truncated or corrupt files.
 * ``allow_list_load(path, policy)``: ``torch.load`` through an Unpickler that resolves only the globals a policy
-  allows and refuses every other one with ``RefusedGlobal`` naming it. Policies exist for legacy yolov5
-  (``models.common.*`` / ``models.yolo.*`` mapped onto ``yolo_prune.models.yolov5_legacy``) and for ultralytics
-  (``ultralytics.nn.*`` module classes of the installed ultralytics).
+  allows and refuses every other one with ``RefusedGlobal`` naming it. ``base_policy`` / ``tensor_policy`` live
+  here; each family's own policy lives in its module and is registered with it (``Family.pickle_policy``:
+  ``yolov5_legacy.yolov5_policy``, ``ultralytics.ultralytics_policy``), as are the extra callables its pickles
+  construct (``Family.pickle_calls``).
 """
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import registry
+
 __all__ = ["RefusedGlobal", "CorruptCheckpoint", "pickle_globals", "safe_torch_load", "allow_list_load", "is_allowed",
            "sanitize_module", "tensor_policy",
-           "base_policy", "yolov5_policy", "ultralytics_policy"]
+           "base_policy", "restricted_getattr", "import_known"]
 
 _EXPECTED = ("a torch.save() checkpoint (a zip archive holding data.pkl, or the legacy pickle format); "
              "re-download or re-export the file")
@@ -542,12 +545,12 @@ def _torch_nn_class(module: str, name: str):
     """An nn.Module subclass defined under torch.nn.modules (layers carry no code that runs on unpickling)."""
     if not (module == "torch.nn.modules" or module.startswith("torch.nn.modules.")):
         return None
-    mod = _import_known(module)
+    mod = import_known(module)
     obj = getattr(mod, name, None) if mod is not None else None
     return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
 
 
-def _import_known(module: str):
+def import_known(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -579,15 +582,7 @@ def tensor_policy(module: str, name: str):
     return base_policy(module, name)
 
 
-def yolov5_policy(module: str, name: str):
-    """Legacy yolov5 checkpoints: models.common.* / models.yolo.* land on our own classes."""
-    if module in ("models.common", "models.yolo"):
-        from . import yolov5_legacy
-        return yolov5_legacy.PICKLE_CLASSES.get(name)
-    return base_policy(module, name)
-
-
-def _restricted_getattr(obj, name):
+def restricted_getattr(obj, name):
     # ultralytics pickles a module's bound forward and enum members through getattr; allow only those
     if isinstance(obj, type) and issubclass(obj, enum.Enum) and name in obj.__members__:
         return obj[name]
@@ -595,32 +590,6 @@ def _restricted_getattr(obj, name):
         return getattr(type(obj), name).__get__(obj)
     raise RefusedGlobal(f"refused getattr({type(obj).__name__}, {name!r}): only a module's forward/forward_fuse "
                         "or an enum member may be looked up")
-
-
-def ultralytics_policy(module: str, name: str):
-    """Ultralytics checkpoints: the installed ultralytics nn classes and the few data classes they pickle."""
-    if module.startswith("ultralytics.yolo.utils"):  # pre-8.0.44 module path
-        module = module.replace("ultralytics.yolo.utils", "ultralytics.utils", 1)
-    key = f"{module}.{name}"
-    if key in ("ultralytics.utils.IterableSimpleNamespace",):
-        from ultralytics.utils import IterableSimpleNamespace
-        return IterableSimpleNamespace
-    if key == "ultralytics.nn.modules.block.Silence":  # YOLOv9e, removed class
-        return nn.Identity
-    if key == "ultralytics.nn.tasks.YOLOv10DetectionModel":
-        from ultralytics.nn.tasks import DetectionModel
-        return DetectionModel
-    if key == "builtins.getattr":
-        return _restricted_getattr
-    if module == "ultralytics.nn.tasks" or module.startswith("ultralytics.nn.modules"):  # layers and models only
-        mod = _import_known(module)
-        obj = getattr(mod, name, None) if mod is not None else None
-        return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
-    if module in ("ultralytics.utils.loss", "ultralytics.utils.tal"):  # a criterion pickled by older trainers
-        mod = _import_known(module)
-        obj = getattr(mod, name, None) if mod is not None else None
-        return obj if isinstance(obj, type) and obj.__module__ == module else None
-    return base_policy(module, name)
 
 
 def _safe_call_table() -> set:
@@ -636,23 +605,22 @@ def _safe_call_table() -> set:
         if callable(obj) and not isinstance(obj, (torch.dtype, torch.memory_format, torch.layout)) and \
                 obj not in never_called:
             table.add(obj)
-    table.update({_restricted_getattr, pathlib.PurePosixPath, pathlib.PureWindowsPath})
-    try:
-        from ultralytics.utils import IterableSimpleNamespace  # pickled as (cls, (), state)
-        table.add(IterableSimpleNamespace)
-    except ImportError:
-        pass
+    table.update({restricted_getattr, pathlib.PurePosixPath, pathlib.PureWindowsPath})
+    for family in registry.families():  # what each family's pickles construct (e.g. ultralytics' namespaces)
+        if family.pickle_calls is not None:
+            table.update(family.pickle_calls())
     return table
 
 
-_SAFE_CALLS: set | None = None
+_SAFE_CALLS: tuple[tuple, set] | None = None  # (registered family names, table)
 
 
 def _safe_call(func) -> bool:
     global _SAFE_CALLS
-    if _SAFE_CALLS is None:
-        _SAFE_CALLS = _safe_call_table()
+    names = tuple(f.name for f in registry.families())
+    if _SAFE_CALLS is None or _SAFE_CALLS[0] != names:
+        _SAFE_CALLS = (names, _safe_call_table())
     try:
-        return func in _SAFE_CALLS
+        return func in _SAFE_CALLS[1]
     except TypeError:  # unhashable: not a table entry
         return False

@@ -4,7 +4,8 @@
 the class count are replaced, each by a conv of the same input width (so a pruned model keeps its pruned widths;
 nothing is rebuilt from the yaml). In those convs the class-independent rows (yolov5 / darknet: box and
 objectness of every anchor) are copied, as are the rows of classes whose name exists in the old model (case and
-spaces ignored); the other class rows are initialised the way the family's trainer initialises a new head:
+spaces ignored); the other class rows are initialised the way the family's trainer initialises a new head
+(each family module registers these parts: ``registry.ClassHead``):
 
 * ultralytics ``Detect`` (``cv3`` / ``one2one_cv3`` last conv): PyTorch's default conv init, then the bias prior
   of ``Detect.bias_init``: log(5 / nc / (640 / stride)²), i.e. about 0.01 objects per cell at 640.
@@ -16,12 +17,12 @@ Every other tensor is kept as it is (they all keep their shapes); the report cou
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import registry
 from .spec import CompensatedConv2d, resized_conv, set_module
 
 
@@ -32,67 +33,6 @@ class ClassConv:
     na: int
     nbox: int
     stride: float
-
-
-# ------------------------------------------------------------------------------------------------- per family
-def _ultralytics_convs(det) -> list[ClassConv]:
-    head = det.model.model[-1]
-    idx = len(det.model.model) - 1
-    out = []
-    for branch in ("cv3", "one2one_cv3"):
-        seqs = getattr(head, branch, None)
-        if not isinstance(seqs, nn.ModuleList):
-            continue
-        for j, seq in enumerate(seqs):
-            last = [n for n, m in seq.named_modules() if isinstance(m, nn.Conv2d)][-1]
-            out.append(ClassConv(f"model.model.{idx}.{branch}.{j}.{last}", 1, 0, float(det.strides[j])))
-    return out
-
-
-def _yolov5_convs(det) -> list[ClassConv]:
-    m = det.model.model[-1]
-    idx = len(det.model.model) - 1
-    return [ClassConv(f"model.model.{idx}.m.{i}", m.na, 5, float(det.strides[i])) for i in range(len(m.m))]
-
-
-def _darknet_convs(det) -> list[ClassConv]:
-    yolos = det.model.yolo_layers
-    return [ClassConv(name, y.na, 5, float(y.stride)) for name, y in zip(det.head_modules(), yolos)]
-
-
-def _ultralytics_bias(bias: torch.Tensor, nc: int, stride: float) -> None:
-    bias.fill_(math.log(5 / nc / (640 / stride) ** 2))
-
-
-def _yolov5_bias(bias: torch.Tensor, nc: int, stride: float) -> None:
-    bias.add_(math.log(0.6 / (nc - 0.99999)))
-
-
-def _ultralytics_set_nc(det, nc: int) -> None:
-    head = det.model.model[-1]
-    head.nc = nc
-    head.no = nc + head.reg_max * 4
-    det.model.yaml["nc"] = nc
-    if hasattr(det.model, "criterion"):
-        det.model.criterion = None  # ultralytics caches its loss, which holds nc
-
-
-def _yolov5_set_nc(det, nc: int) -> None:
-    head = det.model.model[-1]
-    head.nc, head.no = nc, nc + 5
-    det.model.yaml["nc"] = nc
-
-
-def _darknet_set_nc(det, nc: int) -> None:
-    for y in det.model.yolo_layers:
-        y.classes = nc
-
-
-FAMILIES = {
-    "ultralytics": (_ultralytics_convs, _ultralytics_bias, _ultralytics_set_nc),
-    "yolov5": (_yolov5_convs, _yolov5_bias, _yolov5_set_nc),
-    "darknet": (_darknet_convs, _yolov5_bias, _darknet_set_nc),
-}
 
 
 # ------------------------------------------------------------------------------------------------- generic part
@@ -145,22 +85,23 @@ def set_num_classes(det, nc: int, names: dict | list | None = None) -> dict:
     names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): str(v) for k, v in names.items()}
     if sorted(names) != list(range(nc)):
         raise ValueError(f"names: expected one name for each class 0..{nc - 1}, found {len(names)} names")
-    if det.family not in FAMILIES:
+    family = next((f for f in registry.families() if f.name == det.family and f.head is not None), None)
+    if family is None:
         raise ValueError(f"set_num_classes: unsupported model family {det.family!r} (expected one of "
-                         f"{', '.join(FAMILIES)})")
-    convs_of, init_bias, set_nc = FAMILIES[det.family]
+                         f"{', '.join(f.name for f in registry.families() if f.head is not None)})")
+    convs_of, init_bias, set_nc = family.head.convs, family.head.init_bias, family.head.set_nc
     old_nc, old_names = det.nc, dict(det.names)
     old_keys = {k: v.shape for k, v in det.state_dict().items()}
     lookup = {_norm(v): k for k, v in old_names.items()}
     # the old model's names are placeholders ("0", "class0") when it was built without names: match nothing then
     placeholder = all(_norm(v) in (str(k), f"class{k}") for k, v in old_names.items())
     src_of_class = [-1 if placeholder else lookup.get(_norm(names[k]), -1) for k in range(nc)]
-    replaced = []
+    replaced, class_convs = [], convs_of(det)
     # same class count: the head is kept (only renamed), unless the names are the old ones in another order
     permuted = sorted(src_of_class) == list(range(nc)) and src_of_class != list(range(nc))
     if nc != old_nc or permuted:
         modules = dict(det.named_modules())
-        for cc in convs_of(det):
+        for cc in class_convs:
             old = modules[cc.name]
             if old.out_channels != cc.na * (cc.nbox + old_nc):
                 raise ValueError(f"{cc.name}: expected {cc.na} x ({cc.nbox} + {old_nc}) output channels, found "
@@ -177,7 +118,7 @@ def set_num_classes(det, nc: int, names: dict | list | None = None) -> dict:
     partial = sorted(k for k in new_state if any(k.startswith(r + ".") for r in replaced))
     kept = [k for k in new_state if k not in partial and old_keys.get(k) == new_state[k].shape]
     matched = [names[k] for k, s in enumerate(src_of_class) if s >= 0]
-    box_rows = "box/objectness rows and " if det.family in ("yolov5", "darknet") else ""
+    box_rows = "box/objectness rows and " if any(cc.nbox for cc in class_convs) else ""
     summary = (f"transferred {len(kept)}/{len(new_state)} tensors, new head for {nc} classes "
                f"({len(replaced)} output convs re-initialised; {box_rows}{len(matched)} classes kept by name"
                f"{': ' + ', '.join(matched[:5]) if matched else ''}) from a {old_nc}-class model"

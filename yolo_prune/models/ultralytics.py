@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,14 +18,18 @@ import torch
 import yaml
 from torch import nn
 
+from ..io import atomic_write
+from . import registry
 from .detector import Detector
 from .detector import names_dict as _names_dict
+from .safe_pickle import base_policy, import_known, restricted_getattr
+from .transfer import ClassConv
 from .validate import ModelSpecError, check_int, check_yaml_architecture, dry_run, guarded_build, limits, \
     read_yaml_file
 
 __all__ = ["UltralyticsDetector", "load_yaml_model", "resolve_model_yaml", "build_ultralytics",
            "load_ultralytics_pt", "save_ultralytics_pt", "PRUNED_MARKER", "pruned_marker", "mark_pruned",
-           "unmark_pruned"]
+           "unmark_pruned", "ultralytics_policy", "FAMILY"]
 
 # Key in a pruned model's ``yaml`` dict (it travels inside every ultralytics checkpoint: ours, and the best.pt /
 # last.pt that ultralytics' trainer writes from it). Ultralytics' own trainer rebuilds a model from its yaml and
@@ -240,7 +244,7 @@ def load_yaml_model(name_or_path: str | os.PathLike, nc: int | None = None) -> D
 # ----------------------------------------------------------------------------------------------- .pt files
 def load_ultralytics_pt(path: str | os.PathLike) -> UltralyticsDetector:
     """An ultralytics checkpoint (ema, else model) -> fresh fp32 UltralyticsDetector with its widths and weights."""
-    from .safe_pickle import _ema_or_model, allow_list_load, sanitize_module, ultralytics_policy
+    from .safe_pickle import _ema_or_model, allow_list_load, sanitize_module
     from .spec import apply_layers, record_layers
     from .validate import walk_plain
 
@@ -291,7 +295,7 @@ def save_ultralytics_pt(detector: UltralyticsDetector, path: str | os.PathLike, 
     offline.apply()
     import ultralytics
 
-    from .safe_pickle import is_allowed, pickle_globals, ultralytics_policy
+    from .safe_pickle import is_allowed, pickle_globals
 
     if getattr(detector, "family", None) != "ultralytics":
         raise ValueError(f"{path}: save_ultralytics_pt needs an ultralytics Detector, found family "
@@ -337,17 +341,102 @@ def save_ultralytics_pt(detector: UltralyticsDetector, path: str | os.PathLike, 
     }
     if pruned_marker(model.yaml) is not None:
         ckpt[PRUNED_MARKER] = dict(pruned_marker(model.yaml))  # for readers that look at the dict, not the model
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def _write(tmp):
         torch.save(ckpt, tmp)
         refused = sorted(g for g in pickle_globals(tmp) if not is_allowed(g, ultralytics_policy))
         if refused:
             raise ValueError(f"{path}: the model holds objects outside ultralytics/torch ({refused[:5]}); "
                              "ultralytics could not load them safely, nothing was written")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, _write)
+
+
+# ----------------------------------------------------------------------------------------------- pickles
+def ultralytics_policy(module: str, name: str):
+    """Ultralytics checkpoints: the installed ultralytics nn classes and the few data classes they pickle."""
+    if module.startswith("ultralytics.yolo.utils"):  # pre-8.0.44 module path
+        module = module.replace("ultralytics.yolo.utils", "ultralytics.utils", 1)
+    key = f"{module}.{name}"
+    if key in ("ultralytics.utils.IterableSimpleNamespace",):
+        from ultralytics.utils import IterableSimpleNamespace
+        return IterableSimpleNamespace
+    if key == "ultralytics.nn.modules.block.Silence":  # YOLOv9e, removed class
+        return nn.Identity
+    if key == "ultralytics.nn.tasks.YOLOv10DetectionModel":
+        from ultralytics.nn.tasks import DetectionModel
+        return DetectionModel
+    if key == "builtins.getattr":
+        return restricted_getattr
+    if module == "ultralytics.nn.tasks" or module.startswith("ultralytics.nn.modules"):  # layers and models only
+        mod = import_known(module)
+        obj = getattr(mod, name, None) if mod is not None else None
+        return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
+    if module in ("ultralytics.utils.loss", "ultralytics.utils.tal"):  # a criterion pickled by older trainers
+        mod = import_known(module)
+        obj = getattr(mod, name, None) if mod is not None else None
+        return obj if isinstance(obj, type) and obj.__module__ == module else None
+    return base_policy(module, name)
+
+
+def _pickle_calls() -> set:
+    from .. import offline
+
+    offline.apply()
+    try:
+        from ultralytics.utils import IterableSimpleNamespace  # pickled as (cls, (), state)
+    except ImportError:
+        return set()
+    return {IterableSimpleNamespace}
+
+
+# ----------------------------------------------------------------------------------------------- the family
+def _class_convs(det) -> list[ClassConv]:
+    """The last conv of each class branch of Detect (``cv3``, and ``one2one_cv3`` of end-to-end heads)."""
+    head = det.model.model[-1]
+    idx = len(det.model.model) - 1
+    out = []
+    for branch in ("cv3", "one2one_cv3"):
+        seqs = getattr(head, branch, None)
+        if not isinstance(seqs, nn.ModuleList):
+            continue
+        for j, seq in enumerate(seqs):
+            last = [n for n, m in seq.named_modules() if isinstance(m, nn.Conv2d)][-1]
+            out.append(ClassConv(f"model.model.{idx}.{branch}.{j}.{last}", 1, 0, float(det.strides[j])))
+    return out
+
+
+def _class_bias(bias: torch.Tensor, nc: int, stride: float) -> None:
+    bias.fill_(math.log(5 / nc / (640 / stride) ** 2))  # Detect.bias_init: about 0.01 objects per cell at 640
+
+
+def _set_nc(det, nc: int) -> None:
+    head = det.model.model[-1]
+    head.nc = nc
+    head.no = nc + head.reg_max * 4
+    det.model.yaml["nc"] = nc
+    if hasattr(det.model, "criterion"):
+        det.model.criterion = None  # ultralytics caches its loss, which holds nc
+
+
+def _sniff(path: Path, pickle_globals: frozenset | None) -> bool:
+    # a yaml with ``anchors`` is a legacy yolov5 model: load_yaml_model hands it to that family
+    if pickle_globals is None:
+        return path.suffix.lower() in (".yaml", ".yml")
+    return any(g.startswith("ultralytics.") for g in pickle_globals)
+
+
+def _load(path, nc: int | None = None, weights=None) -> Detector:
+    if Path(path).suffix.lower() in (".pt", ".pth"):
+        return load_ultralytics_pt(path)
+    return load_yaml_model(str(path), nc=nc)
+
+
+def _write_native(detector, out) -> list[Path]:
+    return [save_ultralytics_pt(detector, Path(out).with_suffix(".ultralytics.pt"))]
+
+
+FAMILY = registry.register(registry.Family(
+    name="ultralytics", sniff=_sniff, load=_load, build=build_ultralytics, loss="anchor_free",
+    pickle_policy=ultralytics_policy, pickle_calls=_pickle_calls, write_native=_write_native,
+    native_kind="ultralytics .pt", head=registry.ClassHead(_class_convs, _class_bias, _set_nc)))

@@ -17,13 +17,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import registry
 from .detector import Detector
 from .detector import names_dict as _names_dict
+from .safe_pickle import base_policy
+from .transfer import ClassConv
 from .validate import YOLOV5_LAYERS, ModelSpecError, check_int, check_yaml_architecture, dry_run, guarded_build, \
     limits
 
 __all__ = ["Conv", "Bottleneck", "C3", "SPPF", "SPP", "Focus", "Concat", "Detect", "DetectionModel",
-           "YoloV5Detector", "build_yolov5", "load_yolov5_pt", "PICKLE_CLASSES", "save_yolov5_pt"]
+           "YoloV5Detector", "build_yolov5", "load_yolov5_pt", "PICKLE_CLASSES", "save_yolov5_pt",
+           "yolov5_policy", "FAMILY"]
 
 
 def autopad(k, p=None, d=1):
@@ -310,6 +314,13 @@ def parse_model(d: dict, ch: list, source: str = "yaml"):
 PICKLE_CLASSES = {**_BLOCKS, "Model": DetectionModel, "DetectionModel": DetectionModel}
 
 
+def yolov5_policy(module: str, name: str):
+    """Legacy yolov5 checkpoints: models.common.* / models.yolo.* land on our own classes."""
+    if module in ("models.common", "models.yolo"):
+        return PICKLE_CLASSES.get(name)
+    return base_policy(module, name)
+
+
 class YoloV5Detector(Detector):
     family = "yolov5"
     head_type = "anchor_v5"
@@ -373,7 +384,7 @@ def build_yolov5(base: dict, nc: int | None = None, names=None, source: str = ""
 
 def load_yolov5_pt(path: str | os.PathLike) -> YoloV5Detector:
     """A yolov5 repo ``train.py`` checkpoint (v6+) -> fresh fp32 YoloV5Detector holding its weights."""
-    from .safe_pickle import _ema_or_model, allow_list_load, sanitize_module, yolov5_policy
+    from .safe_pickle import _ema_or_model, allow_list_load, sanitize_module
     from .validate import walk_plain
 
     path = Path(path)
@@ -451,7 +462,7 @@ def save_yolov5_pt(detector, path: str | os.PathLike) -> Path:
     from datetime import datetime, timezone
 
     from ..io import atomic_write
-    from .safe_pickle import is_allowed, pickle_globals, yolov5_policy
+    from .safe_pickle import is_allowed, pickle_globals
 
     if getattr(detector, "family", None) != "yolov5":
         raise ValueError(f"{path}: save_yolov5_pt needs a legacy yolov5 Detector, found family "
@@ -482,3 +493,44 @@ def save_yolov5_pt(detector, path: str | os.PathLike) -> Path:
                              "written")
 
     return atomic_write(path, _write)
+
+
+# ----------------------------------------------------------------------------------------------- the family
+def _class_convs(det) -> list[ClassConv]:
+    """Detect's per-level 1x1 convs: na x (5 box/objectness rows + nc class rows)."""
+    m = det.model.model[-1]
+    idx = len(det.model.model) - 1
+    return [ClassConv(f"model.model.{idx}.m.{i}", m.na, 5, float(det.strides[i])) for i in range(len(m.m))]
+
+
+def class_bias(bias: torch.Tensor, nc: int, stride: float) -> None:
+    """The class prior of yolov5's ``_initialize_biases`` (darknet heads, trained with the yolov5 loss, too)."""
+    bias.add_(math.log(0.6 / (nc - 0.99999)))
+
+
+def _set_nc(det, nc: int) -> None:
+    head = det.model.model[-1]
+    head.nc, head.no = nc, nc + 5
+    det.model.yaml["nc"] = nc
+
+
+def _sniff(path: Path, pickle_globals: frozenset | None) -> bool:
+    # a yolov5 repo checkpoint pickles its classes under models.common / models.yolo (one that also pickles
+    # ultralytics classes is the ultralytics family's); yaml files go through the ultralytics family's loader, which
+    # builds a yaml with ``anchors`` with this family
+    return pickle_globals is not None and any(g.startswith("models.") for g in pickle_globals) and \
+        not any(g.startswith("ultralytics.") for g in pickle_globals)
+
+
+def _load(path, nc: int | None = None, weights=None) -> YoloV5Detector:
+    return load_yolov5_pt(path)
+
+
+def _write_native(detector, out) -> list[Path]:
+    return [save_yolov5_pt(detector, Path(out).with_suffix(".yolov5.pt"))]
+
+
+FAMILY = registry.register(registry.Family(
+    name="yolov5", sniff=_sniff, load=_load, build=build_yolov5, loss="anchor",
+    pickle_policy=yolov5_policy, write_native=_write_native, native_kind="yolov5 .pt",
+    head=registry.ClassHead(_class_convs, class_bias, _set_nc)))

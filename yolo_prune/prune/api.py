@@ -10,8 +10,10 @@ from torch import nn
 from ..eval.profile import profile
 from ..graph import trace
 from ..layers import layer_widths  # also imported from here by callers
-from .compensate import MODES, compensation_constants, fold_constants
-from .plan import PlanError, agp_schedule, check_selection, make_plan, resolve_names
+from .compensate import compensation_constants, fold_constants
+from .importance import get_criterion
+from .plan import PlanError, agp_schedule, make_plan, removed_per_layer, resolve_names
+from .spec import PruneSpec
 from .surgery import apply_plan
 
 
@@ -40,40 +42,39 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
                 verify: bool = True, profile_size: int | None = None, calib: torch.Tensor | None = None,
                 calib_positions: int = 16384, recon_alpha: float = 1e-3, progress: bool = True,
                 target_latency: float | None = None, backend: str = "ort-cpu", threads: int | None = 1,
-                latency_measurer=None, latency_cache=None) -> dict:
+                latency_measurer=None, latency_cache=None, spec: PruneSpec | None = None) -> dict:
     """Prune ``model`` in place (physically smaller layers) and return a report.
+
+    What to prune is ``spec`` (a ``PruneSpec``), else one built from the selection keywords (ratio, threshold,
+    target_macs, target_latency, criterion, round_to, min_keep, ignore, local, overrides, compensate). The report
+    stores the spec and the plan itself (``plan``: removed positions per group and per layer).
 
     ``target_latency``: instead of ratio/threshold/target_macs, a fraction of the unpruned model's latency
     measured on ``backend`` with ``threads`` at ``imgsz`` (``latency.LatencyModel``); ``round_to=None`` lets the
     planner choose the channel multiple for that runtime. ``latency_measurer`` replaces the real measurement
     (tests); ``latency_cache`` is the folder of measured ratios (default ~/.cache/yolo_prune/latency).
 
-    ``grad_fn(model)`` must populate gradients for the ``taylor`` criterion (a few batches of real data).
+    ``grad_fn(model)`` populates gradients for ``taylor`` (the caller builds it: ``train.taylor.taylor_grad_fn``).
     ``overrides``: [(glob, ratio or None)] per-layer local ratios / exclusions.
     ``calib``: (N, 3, H, W) unlabeled images in [0, 1] (``reconstruct.calibration_batch``), needed by
     ``compensate="reconstruct"`` (least-squares refit of the consumers) and ``criterion="recon"``.
     """
     t0 = time.perf_counter()
-    compensate = {True: "bias", False: "off", None: "off"}.get(compensate, compensate)
-    if compensate not in MODES:
-        raise PlanError(f"compensate: expected one of {', '.join(MODES)}, found {compensate!r}")
-    if target_latency is not None:
-        check_latency_selection(target_latency, ratio, threshold, target_macs, round_to)
-    else:
-        check_selection(ratio, threshold, target_macs, 8 if round_to is None else round_to)
-    needs_calib = compensate == "reconstruct" or criterion == "recon"
+    if spec is None:
+        spec = spec_from_arguments(ratio=ratio, threshold=threshold, target_macs=target_macs,
+                                   target_latency=target_latency, criterion=criterion, round_to=round_to,
+                                   min_keep=min_keep, ignore=ignore, local=local, overrides=overrides,
+                                   compensate=compensate)
+    crit = get_criterion(spec.criterion)
+    needs_calib = spec.compensate == "reconstruct" or crit.needs_calibration
     if needs_calib and calib is None:
-        raise PlanError(f"{'compensate reconstruct' if compensate == 'reconstruct' else 'criterion recon'} needs "
-                        "unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
-    names = [n for n, _ in model.named_modules() if n]
-    ignored = resolve_names(ignore, names, "--ignore")
-    if overrides:
-        resolve_names([p for p, _ in overrides], names, "--config")
+        raise PlanError(f"{'compensate reconstruct' if spec.compensate == 'reconstruct' else 'criterion recon'} "
+                        "needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
+    ignored = _resolve_layer_names(model, spec)
     g = torch.Generator().manual_seed(seed)
-    if example is None:
-        example = torch.rand(1, 3, trace_size, trace_size, generator=g)
     ref_param = next(model.parameters())
-    example = example.to(ref_param.device, ref_param.dtype)
+    example = (torch.rand(1, 3, trace_size, trace_size, generator=g) if example is None else example).to(
+        ref_param.device, ref_param.dtype)
     prof_size = profile_size or imgsz
     before = profile(model, prof_size)
     widths_before = layer_widths(model)
@@ -82,86 +83,120 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
     t_graph = time.perf_counter()
     graph = trace(model, example=example, ignore=ignored)
     t_plan = time.perf_counter()
-    if criterion == "taylor":
+    plan, latency = _plan(model, graph, spec, grad_fn, calib, calib_positions, seed,
+                          dict(backend=backend, threads=threads, measurer=latency_measurer, cache=latency_cache,
+                               imgsz=prof_size))
+    plan_record = {"groups": {str(gid): pos for gid, pos in plan.remove.items()},
+                   "layers": removed_per_layer(graph, plan)}
+    t_surgery = time.perf_counter()
+    if spec.compensate != "off":  # reconstruct starts from β compensation: it stays where a layer cannot be refit
+        fold_constants(model, graph, compensation_constants(model, graph, plan, example),
+                       mode="bias" if spec.compensate == "reconstruct" else spec.compensate)
+    apply_plan(model, graph, plan)
+    t_recon = time.perf_counter()
+    recon = None
+    if spec.compensate == "reconstruct":
+        from .reconstruct import reconstruct
+        recon = reconstruct(model, reference, graph, plan, calib, max_positions=calib_positions, alpha=recon_alpha,
+                            seed=seed, progress=progress)
+    t_done = time.perf_counter()
+    if crit.needs_gradients:
+        model.zero_grad(set_to_none=True)
+
+    report = _report(spec, plan, graph, sorted(ignored), prof_size, before, profile(model, prof_size),
+                     widths_before, layer_widths(model))
+    report["seconds"] = {"graph": t_plan - t_graph, "plan": t_surgery - t_plan, "surgery": t_recon - t_surgery,
+                         "reconstruct": t_done - t_recon, "total": t_done - t0}
+    report["plan"] = plan_record
+    if recon is not None:
+        report["reconstruction"] = _reconstruction_report(recon)
+    if latency is not None:
+        report["target_latency"] = spec.target_latency
+        report["latency"] = latency
+    report["removed_importance"] = plan.removed_importance
+    if verify:
+        report["verification"] = _verification(reference, model, trace_size * 2, g)
+    return report
+
+
+def _resolve_layer_names(model, spec: PruneSpec) -> set:
+    """The layers ``spec.ignore`` names (unknown names are an error), and a check of the overrides' names."""
+    names = [n for n, _ in model.named_modules() if n]
+    ignored = resolve_names(spec.ignore, names, "--ignore")
+    if spec.overrides:
+        resolve_names([p for p, _ in spec.overrides], names, "--config")
+    return ignored
+
+
+def _verification(reference, model, size: int, generator) -> dict:
+    """Pruned vs unpruned outputs on one random input."""
+    ref_param = next(model.parameters())
+    x = torch.rand(1, 3, size, size, generator=generator).to(ref_param.device, ref_param.dtype)
+    return {"input": list(x.shape), **output_difference(_outputs(reference, x), _outputs(model, x))}
+
+
+def _report(spec: PruneSpec, plan, graph, ignored: list, imgsz: int, before: dict, after: dict, widths_before: dict,
+            widths_after: dict) -> dict:
+    return {
+        "criterion": spec.criterion, "ratio": spec.ratio, "local": spec.local, "threshold": spec.threshold,
+        "target_macs": spec.target_macs, "round_to": plan.round_to, "min_keep": spec.min_keep,
+        "compensate": spec.compensate, "ignore": ignored, "imgsz": imgsz, "groups": len(graph.groups),
+        "prunable_channels": sum(gr.width for gr in graph.groups), "removed_channels": plan.removed_channels,
+        "macs_before": before["macs"], "macs_after": after["macs"], "params_before": before["params"],
+        "params_after": after["params"], "macs_ratio": after["macs"] / before["macs"],
+        "widths_before": widths_before, "widths_after": widths_after,
+        "not_run_layers": graph.not_run, "fixed_reasons": graph.fixed_reasons, "spec": spec.to_dict()}
+
+
+def spec_from_arguments(*, compensate="bias", **selection) -> PruneSpec:
+    """The PruneSpec of prune_model's / prune_checkpoint's keyword arguments (compensate True/False: bias/off)."""
+    compensate = {True: "bias", False: "off", None: "off"}.get(compensate, compensate) \
+        if isinstance(compensate, (bool, type(None))) else compensate
+    return PruneSpec(compensate=compensate, **selection)
+
+
+def _plan(model, graph, spec: PruneSpec, grad_fn, calib, calib_positions: int, seed: int, latency_args: dict):
+    """The plan (and the latency report with target_latency): gradients or statistics first if the criterion
+    needs them."""
+    crit = get_criterion(spec.criterion)
+    if crit.needs_gradients:
         if grad_fn is None:
             raise PlanError("criterion taylor needs gradients from real data: pass --data (grad_fn)")
         model.zero_grad(set_to_none=True)
         grad_fn(model)
     stats = None
-    if criterion == "recon":
+    if crit.needs_calibration:
         from .reconstruct import input_statistics
         stats = input_statistics(model, graph, calib, calib_positions, seed)
     latency = None
-    if target_latency is not None:
-        plan, latency = _plan_latency(model, graph, target_latency, round_to, backend, threads, latency_measurer,
-                                      latency_cache, prof_size, criterion=criterion, min_keep=min_keep,
-                                      overrides=overrides, seed=seed, stats=stats)
-        round_to = plan.round_to
+    if spec.target_latency is not None:
+        plan, latency = _plan_latency(model, graph, spec.target_latency, spec.round_to, **latency_args,
+                                      criterion=spec.criterion, min_keep=spec.min_keep, overrides=spec.overrides,
+                                      seed=seed, stats=stats)
     else:
-        round_to = 8 if round_to is None else round_to
-        plan = make_plan(graph, ratio=ratio, criterion=criterion, local=local, threshold=threshold,
-                         target_macs=target_macs, round_to=round_to, min_keep=min_keep, overrides=overrides,
-                         seed=seed, stats=stats)
+        plan = make_plan(graph, spec, seed=seed, stats=stats)
     if plan.removed_channels == 0:
         raise PlanError("the plan removes no channel (ratio/threshold too small for the width constraints "
-                        f"round_to={round_to}, min_keep={min_keep:.0%})")
-    t_surgery = time.perf_counter()
-    if compensate != "off":  # reconstruct starts from β compensation: it stays where a layer cannot be refit
-        fold_constants(model, graph, compensation_constants(model, graph, plan, example),
-                       mode="bias" if compensate == "reconstruct" else compensate)
-    apply_plan(model, graph, plan)
-    t_recon = time.perf_counter()
-    recon = None
-    if compensate == "reconstruct":
-        from .reconstruct import reconstruct
-        recon = reconstruct(model, reference, graph, plan, calib, max_positions=calib_positions, alpha=recon_alpha,
-                            seed=seed, progress=progress)
-    t_done = time.perf_counter()
-    if criterion == "taylor":
-        model.zero_grad(set_to_none=True)
+                        f"round_to={plan.round_to}, min_keep={spec.min_keep:.0%})")
+    return plan, latency
 
-    after = profile(model, prof_size)
-    report = {
-        "criterion": criterion, "ratio": ratio, "local": local, "threshold": threshold, "target_macs": target_macs,
-        "round_to": round_to, "min_keep": min_keep, "compensate": compensate, "ignore": sorted(ignored),
-        "imgsz": prof_size, "groups": len(graph.groups),
-        "prunable_channels": sum(gr.width for gr in graph.groups), "removed_channels": plan.removed_channels,
-        "macs_before": before["macs"], "macs_after": after["macs"], "params_before": before["params"],
-        "params_after": after["params"], "macs_ratio": after["macs"] / before["macs"],
-        "widths_before": widths_before, "widths_after": layer_widths(model),
-        "not_run_layers": graph.not_run, "fixed_reasons": graph.fixed_reasons,
-        "seconds": {"graph": t_plan - t_graph, "plan": t_surgery - t_plan, "surgery": t_recon - t_surgery,
-                    "reconstruct": t_done - t_recon, "total": t_done - t0},
-    }
-    if recon is not None:
-        fitted = {k: v for k, v in recon["layers"].items() if "rel_err_after" in v}
-        report["reconstruction"] = {
-            "images": recon["images"], "positions_per_layer": recon["positions"], "alpha": recon["alpha"],
-            "refit_layers": len(fitted), "fallback_layers": recon["fallback"],
-            "bn_restandardized": recon["bn_restandardized"],
-            "unchanged_layers": sorted(k for k, v in recon["layers"].items() if "skipped" in v),
-            "rel_err_before_mean": float(sum(v["rel_err_before"] for v in fitted.values()) / max(len(fitted), 1)),
-            "rel_err_after_mean": float(sum(v["rel_err_after"] for v in fitted.values()) / max(len(fitted), 1)),
-            "per_layer": fitted}
-    if latency is not None:
-        report["target_latency"] = target_latency
-        report["latency"] = latency
-    report["removed_importance"] = plan.removed_importance
-    if verify:
-        x = torch.rand(1, 3, trace_size * 2, trace_size * 2, generator=g).to(ref_param.device, ref_param.dtype)
-        report["verification"] = {"input": list(x.shape),
-                                  **output_difference(_outputs(reference, x), _outputs(model, x))}
-    return report
+
+def _reconstruction_report(recon: dict) -> dict:
+    fitted = {k: v for k, v in recon["layers"].items() if "rel_err_after" in v}
+    return {
+        "images": recon["images"], "positions_per_layer": recon["positions"], "alpha": recon["alpha"],
+        "refit_layers": len(fitted), "fallback_layers": recon["fallback"],
+        "bn_restandardized": recon["bn_restandardized"],
+        "unchanged_layers": sorted(k for k, v in recon["layers"].items() if "skipped" in v),
+        "rel_err_before_mean": float(sum(v["rel_err_before"] for v in fitted.values()) / max(len(fitted), 1)),
+        "rel_err_after_mean": float(sum(v["rel_err_after"] for v in fitted.values()) / max(len(fitted), 1)),
+        "per_layer": fitted}
 
 
 def check_latency_selection(target_latency, ratio=None, threshold=None, target_macs=None, round_to=None) -> None:
-    if any(x is not None for x in (ratio, threshold, target_macs)):
-        raise PlanError("give exactly one of ratio, threshold, target_macs or target_latency")
-    if not 0 < float(target_latency) <= 1:
-        raise PlanError(f"target_latency: expected 0 < F <= 1 (a fraction of the unpruned model's measured "
-                        f"latency), found {target_latency}")
-    if round_to is not None and round_to < 1:
-        raise PlanError(f"round_to: expected >= 1, found {round_to}")
+    """Validate a latency-targeted selection (``PruneSpec``'s bounds)."""
+    PruneSpec(ratio=ratio, threshold=threshold, target_macs=target_macs, target_latency=target_latency,
+              round_to=round_to)
 
 
 def _plan_latency(model, graph, target, round_to, backend, threads, measurer, cache, imgsz, **plan_kwargs):

@@ -1,4 +1,5 @@
-"""Channel importance criteria. Each returns one score per channel position of a group (higher = keep)."""
+"""Channel importance criteria: one ``Criterion`` class each, in a registry (``register_criterion``); each gives one
+score per channel position of a group (higher = keep)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,6 @@ from torch import nn
 from ..graph import Group
 from ..layers import Role
 
-CRITERIA = ("bn", "l1", "l2", "fpgm", "taylor", "random", "recon")
-NEEDS_CALIBRATION = ("recon",)  # criteria that read input statistics of unlabeled images (``stats``)
 PRODUCER_ROLES = tuple(r for r in Role if r.produces)
 
 
@@ -83,29 +82,90 @@ def recon_scores(group: Group, modules: dict, stats: dict, ridge: float = 1e-3, 
     return scores
 
 
+class Criterion:
+    """One importance criterion: ``scores(group, modules, rng, stats)`` gives one score per position (higher =
+    keep). Subclass it, set the flags, decorate with ``@register_criterion``: the planner, ``prune_model`` and the
+    CLI choices (``criterion_names()``) pick it up.
+
+    * ``relative``: scores of different layers differ in scale, so the global ranking compares each score to its
+      group's mean (False for |γ|, whose scale sparsity training made comparable, and for relative errors);
+    * ``needs_gradients``: the caller's ``grad_fn(model)`` must populate gradients first (taylor);
+    * ``needs_calibration``: reads input statistics of unlabeled images (``stats``; recon)."""
+    name = ""
+    relative = True
+    needs_gradients = False
+    needs_calibration = False
+
+    def scores(self, group: Group, modules: dict, rng: np.random.Generator, stats: dict | None) -> np.ndarray:
+        raise NotImplementedError
+
+
+_CRITERIA: dict[str, Criterion] = {}
+
+
+def register_criterion(cls):
+    """Class decorator: register one instance of ``cls`` under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__}: a criterion needs a name")
+    _CRITERIA[cls.name] = cls()
+    return cls
+
+
+def criterion_names() -> tuple:
+    return tuple(_CRITERIA)
+
+
+def get_criterion(name) -> Criterion:
+    crit = _CRITERIA.get(name) if isinstance(name, str) else None
+    if crit is None:
+        raise ValueError(f"criterion: expected one of {', '.join(_CRITERIA)}, found {name!r}")
+    return crit
+
+
 def group_scores(group: Group, modules: dict, criterion: str, rng: np.random.Generator | None = None,
                  stats: dict | None = None) -> np.ndarray:
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion: expected one of {', '.join(CRITERIA)}, found {criterion!r}")
-    n = group.width
-    if criterion == "recon":
-        if stats is None:
-            raise ValueError("criterion recon needs input statistics of calibration images (pass --calib)")
-        return recon_scores(group, modules, stats)
-    if criterion == "random":
-        return (rng or np.random.default_rng(0)).random(n)
-    if criterion == "bn":
-        has_bn = any(s.role is Role.BN for s in group.channels[0])
-        if has_bn:
-            return np.array([np.mean([abs(float(modules[s.module].weight.detach()[s.index])) for s in ch if s.role is Role.BN])
-                             for ch in group.channels])
-        criterion = "l2"  # a group without BN (e.g. a bias-only conv) falls back to the filter norm
-    if criterion in ("l1", "l2"):
-        p = 1 if criterion == "l1" else 2
-        return np.array([sum(float(_weight_rows(modules[s.module], s.role, s.index).norm(p))
+    return get_criterion(criterion).scores(group, modules, rng or np.random.default_rng(0), stats)
+
+
+@register_criterion
+class BnGamma(Criterion):
+    """Mean |γ| of the position's BN channels; a group without BN (a bias-only conv) falls back to the L2 norm."""
+    name, relative = "bn", False
+
+    def scores(self, group, modules, rng, stats):
+        if not any(s.role is Role.BN for s in group.channels[0]):
+            return _CRITERIA["l2"].scores(group, modules, rng, stats)
+        return np.array([np.mean([abs(float(modules[s.module].weight.detach()[s.index])) for s in ch
+                                  if s.role is Role.BN]) for ch in group.channels])
+
+
+class _Norm(Criterion):
+    p = 2
+
+    def scores(self, group, modules, rng, stats):
+        return np.array([sum(float(_weight_rows(modules[s.module], s.role, s.index).norm(self.p))
                              for s in ch if s.role in PRODUCER_ROLES) for ch in group.channels])
-    if criterion == "fpgm":
-        scores = np.zeros(n)
+
+
+@register_criterion
+class L1(_Norm):
+    """Sum of the L1 norms of the filters the position produces."""
+    name, p = "l1", 1
+
+
+@register_criterion
+class L2(_Norm):
+    """Sum of the L2 norms of the filters the position produces."""
+    name, p = "l2", 2
+
+
+@register_criterion
+class Fpgm(Criterion):
+    """Geometric median (FPGM): a filter close to all others is redundant; score = summed distance to them."""
+    name = "fpgm"
+
+    def scores(self, group, modules, rng, stats):
+        scores = np.zeros(group.width)
         producers = sorted({(s.module, s.role) for s in group.channels[0] if s.role in PRODUCER_ROLES})
         for mod, role in producers:
             # every position may own several rows of this layer (split copies): stack them per position
@@ -114,20 +174,49 @@ def group_scores(group: Group, modules: dict, criterion: str, rng: np.random.Gen
             mat = torch.stack(rows).float()
             scores += torch.cdist(mat, mat).sum(1).numpy()
         return scores
-    # taylor: |w * dL/dw| summed over every slice the channel owns; gradients must be populated already
-    scores = np.zeros(n)
-    for k, ch in enumerate(group.channels):
-        total = 0.0
-        for s in ch:
-            m = modules[s.module]
-            if s.role.is_norm:
-                for p in (m.weight, m.bias):
-                    if p is not None and p.grad is not None:
-                        total += float((p.detach()[s.index] * p.grad[s.index]).abs())
-                continue
-            if m.weight.grad is None:
-                continue
-            g = m.weight.grad[s.index] if s.role in PRODUCER_ROLES else m.weight.grad[:, s.index]
-            total += float((_weight_rows(m, s.role, s.index) * g.reshape(-1)).abs().sum())
-        scores[k] = total
-    return scores
+
+
+@register_criterion
+class Taylor(Criterion):
+    """First-order Taylor: |w * dL/dw| summed over every slice the position owns (gradients from the caller)."""
+    name, needs_gradients = "taylor", True
+
+    def scores(self, group, modules, rng, stats):
+        scores = np.zeros(group.width)
+        for k, ch in enumerate(group.channels):
+            scores[k] = sum(_taylor_slot(modules[s.module], s) for s in ch)
+        return scores
+
+
+def _taylor_slot(m: nn.Module, s) -> float:
+    if s.role.is_norm:
+        return sum(float((p.detach()[s.index] * p.grad[s.index]).abs()) for p in (m.weight, m.bias)
+                   if p is not None and p.grad is not None)
+    if m.weight.grad is None:
+        return 0.0
+    g = m.weight.grad[s.index] if s.role in PRODUCER_ROLES else m.weight.grad[:, s.index]
+    return float((_weight_rows(m, s.role, s.index) * g.reshape(-1)).abs().sum())
+
+
+@register_criterion
+class Random(Criterion):
+    """Uniform random scores (the baseline every criterion should beat)."""
+    name = "random"
+
+    def scores(self, group, modules, rng, stats):
+        return rng.random(group.width)
+
+
+@register_criterion
+class Recon(Criterion):
+    """Greedy OBS on calibration statistics (``recon_scores``): scores are already relative output errors."""
+    name, relative, needs_calibration = "recon", False, True
+
+    def scores(self, group, modules, rng, stats):
+        if stats is None:
+            raise ValueError("criterion recon needs input statistics of calibration images (pass --calib)")
+        return recon_scores(group, modules, stats)
+
+
+CRITERIA = criterion_names()  # the built-in criteria (the CLI asks criterion_names(), which sees later ones too)
+NEEDS_CALIBRATION = tuple(n for n, c in _CRITERIA.items() if c.needs_calibration)

@@ -26,12 +26,13 @@ from pathlib import Path
 
 from torch import nn
 
+from ..runtime import backend_names, get_backend
 from .plan import PlanError, PruningPlan, make_plan
 
-LATENCY_BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "torch")
-# channel multiples worth trying per runtime: CPU NCHWc blocks are 8 (AVX2) or 16 (AVX-512); GPU tensor-core
-# tiles want 8 (fp16) to 32 (int8)
-ROUND_TO_CANDIDATES = {"ort-cpu": (8, 16), "torch": (8, 16), "ort-cuda": (8, 16, 32), "ort-trt": (8, 16, 32)}
+# the runtime registry's (yolo_prune/runtime/backends.py), onnxruntime first: the CLI's order
+LATENCY_BACKENDS = tuple(sorted(backend_names(latency=True), key=lambda n: get_backend(n).engine != "ort"))
+# channel multiples worth trying per runtime (Backend.round_to: NCHWc blocks on CPUs, tensor-core tiles on GPUs)
+ROUND_TO_CANDIDATES = {name: get_backend(name).round_to for name in LATENCY_BACKENDS}
 TOLERANCE = 0.05  # the issue's +-5 %: a plan within this of the target counts as meeting it
 
 

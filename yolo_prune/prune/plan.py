@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from ..graph import DependencyGraph
 from ..layers import handler_for
-from .importance import group_scores
+from .importance import get_criterion
+from .spec import PlanError, PruneSpec
 
-
-class PlanError(ValueError):
-    """The requested pruning cannot be planned (bad ratio, unreachable target, nothing prunable...)."""
+__all__ = ["PlanError", "PruneSpec", "PruningPlan", "make_plan", "check_selection", "resolve_names", "MacsModel",
+           "removed_per_layer", "agp_schedule"]
 
 
 @dataclass
@@ -89,22 +89,15 @@ class MacsModel:
 
 
 def check_selection(ratio=None, threshold=None, target_macs=None, round_to=8) -> None:
-    """Validate the selection arguments before any work is done."""
-    if sum(x is not None for x in (ratio, threshold, target_macs)) != 1:
-        raise PlanError("give exactly one of ratio, threshold or target_macs")
-    if ratio is not None and not 0 <= ratio < 1:
-        raise PlanError(f"ratio: expected 0 <= ratio < 1, found {ratio}")
-    if target_macs is not None and not 0 < target_macs <= 1:
-        raise PlanError(f"target_macs: expected 0 < F <= 1 (a fraction of the original MACs), found {target_macs}")
-    if round_to < 1:
-        raise PlanError(f"round_to: expected >= 1, found {round_to}")
+    """Validate the selection arguments before any work is done (``PruneSpec``'s bounds)."""
+    PruneSpec(ratio=ratio, threshold=threshold, target_macs=target_macs, round_to=round_to)
 
 
-def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: str = "bn", local: bool = False,
-              threshold: float | None = None, target_macs: float | None = None, round_to: int = 8,
-              min_keep: float = 0.1, overrides: list | None = None, seed: int = 0,
-              stats: dict | None = None, cost_model=None) -> PruningPlan:
-    """Choose channels to remove.
+def make_plan(graph: DependencyGraph, spec: PruneSpec | None = None, *, ratio: float | None = None,
+              criterion: str = "bn", local: bool = False, threshold: float | None = None,
+              target_macs: float | None = None, round_to: int = 8, min_keep: float = 0.1,
+              overrides: list | None = None, seed: int = 0, stats: dict | None = None, cost_model=None) -> PruningPlan:
+    """Choose channels to remove, as ``spec`` says (or a PruneSpec built from the keyword arguments).
 
     Exactly one of ``ratio`` (fraction of prunable channels; global unless ``local``), ``threshold`` (remove
     channels scoring below it, |gamma| for ``bn``) or ``target_macs`` (fraction of the original MACs) is used.
@@ -113,108 +106,139 @@ def make_plan(graph: DependencyGraph, *, ratio: float | None = None, criterion: 
     ``cost(counts, remove) -> float`` (e.g. ``latency.LatencyModel``: measured latency ratio); the search along
     the global ranking is the same, only what "meets the target" means changes.
     """
-    check_selection(ratio, threshold, target_macs, round_to)
+    if spec is None:
+        spec = PruneSpec(ratio=ratio, threshold=threshold, target_macs=target_macs, criterion=criterion,
+                         round_to=round_to, min_keep=min_keep, local=local, overrides=overrides)
+    if spec.target_latency is not None:
+        raise PlanError("make_plan: target_latency is planned by prune.latency.plan_for_latency (target_macs "
+                        "with a latency cost model)")
     if not graph.groups:
         raise PlanError("the model has no prunable channel group (every channel is fixed by the head, the input, "
                         "ignored layers or ops the tracer cannot follow)")
-    modules = dict(graph.model.named_modules())
-    rng = np.random.default_rng(seed)
-    scores = [group_scores(g, modules, criterion, rng, stats) for g in graph.groups]
-    if criterion not in ("bn", "recon"):  # layer scales differ: compare channels relative to their group's mean
-        # (recon scores are already relative errors of the consumers)
-        scores = [s / (s.mean() + 1e-12) for s in scores]
-    floors = [_min_keep(g.width, round_to, min_keep) for g in graph.groups]
-    order = [np.argsort(s, kind="stable") for s in scores]
+    sel = _Selection(graph, spec, seed, stats)
+    macs_model = MacsModel(graph, sel.modules)
+    base_cost = cost_model.cost({}, {}) if cost_model is not None else None
+    counts = _counts_for_target(sel, spec, macs_model, cost_model, base_cost)
+    remove = sel.removal(counts)
+    base_macs = macs_model.macs()
+    est = macs_model.macs(counts) / base_macs if base_macs else 1.0
+    cost_est = cost_model.cost(counts, remove) / base_cost if cost_model is not None else None
+    all_importance = sum(float(s.sum()) for s in sel.scores)
+    removed = sum(float(sel.scores[gi][remove[g.gid]].sum()) for gi, g in enumerate(graph.groups) if g.gid in remove)
+    return PruningPlan(remove, spec.criterion, spec.ratio, spec.threshold, spec.target_macs, spec.plan_round_to,
+                       est, cost_est, removed / all_importance if all_importance > 0 else 0.0)
 
-    local_ratio: dict[int, float | None] = {}
-    for pat, r in overrides or ():
-        for g in graph.groups:
-            if any(fnmatch.fnmatch(m, pat) or m == pat for m in g.modules()):
-                local_ratio[g.gid] = r
 
-    # one global ranking; ties (e.g. a fresh model's γ = 1 everywhere) are spread evenly over the groups
-    keys = []
-    for gi, (s, o) in enumerate(zip(scores, order)):
-        within = np.empty(len(s))
-        within[o] = np.arange(len(s)) / len(s)
-        keys += [(float(s[k]), within[k], gi) for k in range(len(s))]
-    rank_order = sorted(range(len(keys)), key=lambda i: keys[i][:2])
-    global_rank = np.empty(len(keys), dtype=np.int64)
-    global_rank[rank_order] = np.arange(len(keys))
-    ranks, start = [], 0
-    for s in scores:
-        ranks.append(global_rank[start:start + len(s)])
-        start += len(s)
+class _Selection:
+    """The scores, the one global ranking and the per-group floors that every target selects along."""
 
-    def counts_at(n_global: int | None = None, frac: float | None = None) -> dict:
+    def __init__(self, graph: DependencyGraph, spec: PruneSpec, seed: int, stats: dict | None):
+        self.graph, self.spec, self.round_to = graph, spec, spec.plan_round_to
+        self.modules = dict(graph.model.named_modules())
+        rng = np.random.default_rng(seed)
+        crit = get_criterion(spec.criterion)
+        scores = [crit.scores(g, self.modules, rng, stats) for g in graph.groups]
+        if crit.relative:  # layer scales differ: compare channels relative to their group's mean
+            scores = [s / (s.mean() + 1e-12) for s in scores]
+        self.scores = scores
+        self.floors = [_min_keep(g.width, self.round_to, spec.min_keep) for g in graph.groups]
+        self.local_ratio: dict[int, float | None] = {}
+        for pat, r in spec.overrides or ():
+            for g in graph.groups:
+                if any(fnmatch.fnmatch(m, pat) or m == pat for m in g.modules()):
+                    self.local_ratio[g.gid] = r
+        self.ranks = self._global_ranks()
+        self.total = sum(g.width for g in graph.groups)
+
+    def _global_ranks(self) -> list:
+        # one global ranking; ties (e.g. a fresh model's γ = 1 everywhere) are spread evenly over the groups
+        keys = []
+        for gi, s in enumerate(self.scores):
+            within = np.empty(len(s))
+            within[np.argsort(s, kind="stable")] = np.arange(len(s)) / len(s)
+            keys += [(float(s[k]), within[k], gi) for k in range(len(s))]
+        rank_order = sorted(range(len(keys)), key=lambda i: keys[i][:2])
+        global_rank = np.empty(len(keys), dtype=np.int64)
+        global_rank[rank_order] = np.arange(len(keys))
+        ranks, start = [], 0
+        for s in self.scores:
+            ranks.append(global_rank[start:start + len(s)])
+            start += len(s)
+        return ranks
+
+    def counts_at(self, n_global: int | None = None, frac: float | None = None) -> dict:
+        """Removal count per group: the ``n_global`` lowest ranked, or ``frac`` of each group, or the threshold."""
         counts = {}
-        for g, s, rk, fl in zip(graph.groups, scores, ranks, floors):
-            if g.gid in local_ratio:
-                r_local = local_ratio[g.gid]
+        for g, s, rk, fl in zip(self.graph.groups, self.scores, self.ranks, self.floors):
+            if g.gid in self.local_ratio:
+                r_local = self.local_ratio[g.gid]
                 want = 0 if r_local is None else int(r_local * g.width)
             elif frac is not None:
                 want = int(frac * g.width)
             elif n_global is not None:
                 want = int((rk < n_global).sum())
             else:
-                want = int((s < threshold).sum())
+                want = int((s < self.spec.threshold).sum())
             want = min(want, g.width - fl)
-            kept = _round_kept(g.width, g.width - want, round_to)
+            kept = _round_kept(g.width, g.width - want, self.round_to)
             counts[g.gid] = g.width - kept
         return counts
 
-    macs_model = MacsModel(graph, modules)
-    base_macs = macs_model.macs()
-    total = sum(g.width for g in graph.groups)
-
-    def removal(counts: dict) -> dict:
+    def removal(self, counts: dict) -> dict:
         remove = {}
-        for g, rk in zip(graph.groups, ranks):
+        for g, rk in zip(self.graph.groups, self.ranks):
             r = counts.get(g.gid, 0)
             if r > 0:
                 remove[g.gid] = sorted(int(i) for i in np.argsort(rk, kind="stable")[:r])
         return remove
 
-    base_cost = cost_model.cost({}, {}) if cost_model is not None else None
 
-    if threshold is not None:
-        counts = counts_at()
-    elif ratio is not None and local:
-        counts = counts_at(frac=ratio)
-    else:
-        def ok(n):
-            c = counts_at(n)
-            if ratio is not None:
-                return sum(c.values()) >= ratio * total - 1e-9
-            if cost_model is not None:
-                return cost_model.cost(c, removal(c)) <= target_macs * base_cost
-            return macs_model.macs(c) <= target_macs * base_macs
-        if not ok(total):
-            best = counts_at(total)
-            got = macs_model.macs(best) / base_macs if base_macs else 1.0
-            what = f"ratio {ratio}" if ratio is not None else f"target MACs {target_macs}"
-            if cost_model is not None and ratio is None:
-                what = f"target {target_macs} of the {type(cost_model).__name__} cost (reached " \
-                       f"{cost_model.cost(best, removal(best)) / base_cost:.3f}x)"
-            raise PlanError(f"{what} is unreachable: with the per-layer floor (keep >= max(round_to={round_to}, "
-                            f"{min_keep:.0%})) at most {sum(best.values())}/{total} channels can go "
-                            f"(MACs {got:.3f}x)")
-        lo, hi = 0, total
-        while lo < hi:  # fewest globally-ranked channels that meet the target
-            mid = (lo + hi) // 2
-            if ok(mid):
-                hi = mid
-            else:
-                lo = mid + 1
-        counts = counts_at(lo)
+def _counts_for_target(sel: _Selection, spec: PruneSpec, macs_model: MacsModel, cost_model, base_cost) -> dict:
+    if spec.threshold is not None:
+        return sel.counts_at()
+    if spec.ratio is not None and spec.local:
+        return sel.counts_at(frac=spec.ratio)
+    base_macs = macs_model.macs()
 
-    remove = removal(counts)
-    est = macs_model.macs(counts) / base_macs if base_macs else 1.0
-    cost_est = cost_model.cost(counts, remove) / base_cost if cost_model is not None else None
-    all_importance = sum(float(s.sum()) for s in scores)
-    removed = sum(float(scores[gi][remove[g.gid]].sum()) for gi, g in enumerate(graph.groups) if g.gid in remove)
-    return PruningPlan(remove, criterion, ratio, threshold, target_macs, round_to, est, cost_est,
-                       removed / all_importance if all_importance > 0 else 0.0)
+    def ok(n):
+        c = sel.counts_at(n)
+        if spec.ratio is not None:
+            return sum(c.values()) >= spec.ratio * sel.total - 1e-9
+        if cost_model is not None:
+            return cost_model.cost(c, sel.removal(c)) <= spec.target_macs * base_cost
+        return macs_model.macs(c) <= spec.target_macs * base_macs
+
+    if not ok(sel.total):
+        best = sel.counts_at(sel.total)
+        got = macs_model.macs(best) / base_macs if base_macs else 1.0
+        what = f"ratio {spec.ratio}" if spec.ratio is not None else f"target MACs {spec.target_macs}"
+        if cost_model is not None and spec.ratio is None:
+            what = f"target {spec.target_macs} of the {type(cost_model).__name__} cost (reached " \
+                   f"{cost_model.cost(best, sel.removal(best)) / base_cost:.3f}x)"
+        raise PlanError(f"{what} is unreachable: with the per-layer floor (keep >= max(round_to={sel.round_to}, "
+                        f"{spec.min_keep:.0%})) at most {sum(best.values())}/{sel.total} channels can go "
+                        f"(MACs {got:.3f}x)")
+    lo, hi = 0, sel.total
+    while lo < hi:  # fewest globally-ranked channels that meet the target
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return sel.counts_at(lo)
+
+
+def removed_per_layer(graph: DependencyGraph, plan: PruningPlan) -> dict:
+    """{layer name: sorted output channels (BN: features) the plan removes}: the plan in the model's own terms,
+    which the prune report stores so nothing has to recover it from the weights."""
+    by_gid = {g.gid: g for g in graph.groups}
+    layers: dict[str, set] = {}
+    for gid, positions in plan.remove.items():
+        for k in positions:
+            for s in by_gid[gid].channels[k]:
+                if s.role.cuts_out or s.role.is_norm:
+                    layers.setdefault(s.module, set()).add(int(s.index))
+    return {name: sorted(idx) for name, idx in sorted(layers.items())}
 
 
 def agp_schedule(final_ratio: float, steps: int, initial: float = 0.0) -> list[float]:

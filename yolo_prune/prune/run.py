@@ -1,6 +1,7 @@
 """prune_checkpoint: load a model file, prune it, and write P.pt + P.json (and family-native copies)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import yaml
@@ -10,8 +11,10 @@ from ..models import load
 from ..models.checkpoint import save
 from ..models.native import write_native
 from ..versions import versions
-from .api import prune_model
-from .plan import PlanError, check_selection
+from .api import prune_model, spec_from_arguments
+from .importance import get_criterion
+from .plan import PlanError
+from .spec import PruneSpec
 from .unstructured import prune_unstructured
 
 
@@ -60,16 +63,61 @@ def summary_table(report: dict) -> str:
     return "\n".join(out)
 
 
+def _show_groups(det, ignore, trace_size: int) -> None:
+    from ..graph import trace
+    from .plan import resolve_names
+    names = [n for n, _ in det.named_modules() if n]
+    graph = trace(det, imgsz=trace_size, ignore=resolve_names(ignore, names))
+    print(graph)
+    if graph.not_run:
+        print(f"layers that never ran in the trace (left untouched): {', '.join(graph.not_run)}")
+
+
+def _prune_unstructured(det, amount, imgsz: int) -> dict:
+    if amount is None:
+        raise PlanError("--mode unstructured needs --amount (fraction of weights to zero)")
+    from ..eval.profile import profile
+    before = profile(det, imgsz)
+    report = prune_unstructured(det, amount)
+    report.update(macs_before=before["macs"], macs_after=profile(det, imgsz)["macs"],
+                  params_before=before["params"], params_after=before["params"])
+    return report
+
+
+def _prune_structured(det, spec: PruneSpec, grad_fn, calib, calib_images: int, calib_imgsz: int, imgsz: int,
+                      trace_size: int, seed: int, backend, threads, latency_cache) -> dict:
+    if get_criterion(spec.criterion).needs_gradients and grad_fn is None:
+        raise PlanError("--criterion taylor needs --data D.yaml (gradients from a few real batches; library "
+                        "callers pass grad_fn=yolo_prune.train.taylor.taylor_grad_fn(data))")
+    images = None
+    recon = spec.compensate == "reconstruct"
+    if recon or get_criterion(spec.criterion).needs_calibration:
+        if calib is None:
+            raise PlanError(f"{'--compensate reconstruct' if recon else '--criterion recon'}"
+                            " needs unlabeled calibration images: --calib DATA_YAML|IMAGE_DIR")
+        from ..eval.infer import model_stride
+        from .reconstruct import calibration_batch
+        images = calibration_batch(calib, calib_images, calib_imgsz, model_stride(det))
+    return prune_model(det, spec=spec, imgsz=imgsz, trace_size=trace_size, grad_fn=grad_fn, seed=seed, calib=images,
+                       backend=backend, threads=threads, latency_cache=latency_cache)
+
+
 def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, threshold=None, target_macs=None,
                      round_to=None, min_keep=0.1, ignore=(), config=None, imgsz=640, compensate="bias",
                      mode="structured", amount=None, show_groups=False, data=None, device="cpu",
                      trace_size=64, seed=0, calib=None, calib_images=128, calib_imgsz=320, target_latency=None,
-                     backend="ort-cpu", threads=1, latency_cache=None) -> dict:
+                     backend="ort-cpu", threads=1, latency_cache=None, grad_fn=None,
+                     spec: PruneSpec | None = None) -> dict:
     """Load ``weights``, prune, and write ``out`` (.pt) plus ``out`` .json. Nothing is written on error.
 
+    Structured mode prunes as ``spec`` says, or as a ``PruneSpec`` built from the selection keywords (ratio,
+    threshold, target_macs, target_latency, criterion, round_to, min_keep, ignore, local, compensate; ``config``'s
+    per-layer overrides are added to either); it is validated before the model is loaded.
     ``calib`` (data yaml: its train split, or an image folder / list / file; no labels are read): unlabeled
     images for ``compensate="reconstruct"`` and ``criterion="recon"``, ``calib_images`` of them letterboxed to
     ``calib_imgsz``.
+    ``grad_fn(model)``: populates the gradients of ``criterion="taylor"``; the caller builds it (for a data yaml:
+    ``yolo_prune.train.taylor.taylor_grad_fn(data)``, as tools/prune.py does from ``--data``).
     Each family's native format goes beside it (``yolo_prune.models.native.write_native``): ultralytics models get
     ``<out>.ultralytics.pt`` (opens with ``ultralytics.YOLO``), darknet models ``<out>.cfg`` + ``<out>.weights``,
     legacy yolov5 models ``<out>.yolov5.pt`` (the yolov5 repo's val.py / detect.py / export.py open it).
@@ -79,49 +127,24 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
         raise PlanError(f"--out: expected a .pt path, found {out}")
     if mode not in ("structured", "unstructured"):
         raise PlanError(f"--mode: expected structured or unstructured, found {mode!r}")
-    if mode == "structured" and target_latency is not None:
-        from .api import check_latency_selection
-        check_latency_selection(target_latency, ratio, threshold, target_macs, round_to)
-    elif mode == "structured":
-        check_selection(ratio, threshold, target_macs, 8 if round_to is None else round_to)
+    if mode == "structured" and spec is None:
+        spec = spec_from_arguments(ratio=ratio, threshold=threshold, target_macs=target_macs,
+                                   target_latency=target_latency, criterion=criterion, round_to=round_to,
+                                   min_keep=min_keep, ignore=ignore, local=local, compensate=compensate)
     det = load(weights, device=device)
-    overrides = read_prune_config(config) if config else None
+    if config and spec is not None:
+        spec = dataclasses.replace(spec, overrides=read_prune_config(config))
+    elif config:
+        read_prune_config(config)  # checked even where unstructured mode does not use it
     if show_groups:
-        from ..graph import trace
-        from .plan import resolve_names
-        names = [n for n, _ in det.named_modules() if n]
-        graph = trace(det, imgsz=trace_size, ignore=resolve_names(ignore, names))
-        print(graph)
-        if graph.not_run:
-            print(f"layers that never ran in the trace (left untouched): {', '.join(graph.not_run)}")
+        _show_groups(det, spec.ignore if spec is not None else ignore, trace_size)
     if mode == "unstructured":
-        if amount is None:
-            raise PlanError("--mode unstructured needs --amount (fraction of weights to zero)")
-        from ..eval.profile import profile
-        before = profile(det, imgsz)
-        report = prune_unstructured(det, amount)
-        report.update(macs_before=before["macs"], macs_after=profile(det, imgsz)["macs"],
-                      params_before=before["params"], params_after=before["params"])
+        report = _prune_unstructured(det, amount, imgsz)
     else:
-        grad_fn = None
-        if criterion == "taylor":
-            if data is None:
-                raise PlanError("--criterion taylor needs --data D.yaml (gradients from a few real batches)")
-            from .taylor import taylor_grad_fn
-            grad_fn = taylor_grad_fn(data, imgsz=min(imgsz, 320))
-        images = None
-        if compensate == "reconstruct" or criterion == "recon":
-            if calib is None:
-                raise PlanError(f"{'--compensate reconstruct' if compensate == 'reconstruct' else '--criterion recon'}"
-                                " needs unlabeled calibration images: --calib DATA_YAML|IMAGE_DIR")
-            from ..eval.infer import model_stride
-            from .reconstruct import calibration_batch
-            images = calibration_batch(calib, calib_images, calib_imgsz, model_stride(det))
-        report = prune_model(det, ratio, criterion=criterion, local=local, threshold=threshold,
-                             target_macs=target_macs, round_to=round_to, min_keep=min_keep, ignore=ignore,
-                             overrides=overrides, imgsz=imgsz, trace_size=trace_size, compensate=compensate,
-                             grad_fn=grad_fn, seed=seed, calib=images, target_latency=target_latency,
-                             backend=backend, threads=threads, latency_cache=latency_cache)
+        report = _prune_structured(det, spec, grad_fn, calib, calib_images, calib_imgsz, imgsz, trace_size, seed,
+                                   backend, threads, latency_cache)
+        criterion, ratio, threshold, target_macs, target_latency = (spec.criterion, spec.ratio, spec.threshold,
+                                                                    spec.target_macs, spec.target_latency)
     meta = {"source": str(weights), "mode": mode, "criterion": criterion, "ratio": ratio, "threshold": threshold,
             "target_macs": target_macs, "target_latency": target_latency, "round_to": report.get("round_to", round_to),
             "amount": amount,
@@ -137,9 +160,8 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
     try:
         native = write_native(det, out)  # the family's own format beside P.pt (one helper for every stage)
         extra_files = native["files"]
-        for key in ("ultralytics", "darknet", "yolov5"):
-            if key in native:
-                report["ultralytics_pt" if key == "ultralytics" else key] = native[key]
+        for key in set(native) - {"files", "notes"}:  # the family's entry (its name)
+            report["ultralytics_pt" if key == "ultralytics" else key] = native[key]
         if native["notes"]:
             report["notes"] = native["notes"]
         atomic_write_json(out.with_suffix(".json"), report)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
+from ..overrides import parse_set
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -35,11 +35,10 @@ def overrides_from_args(args: argparse.Namespace, extra: dict | None = None) -> 
            "val_max_images": args.val_max_images}
     if args.no_val:
         out["val"] = False
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item}: expected KEY=VALUE")
-        out[key] = yaml.safe_load(value)
+    try:
+        out.update(parse_set(args.set))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     out.update(extra or {})
     return {k: v for k, v in out.items() if v is not None}
 

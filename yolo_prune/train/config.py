@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from .. import defaults as _defaults
+from ..prune.spec import PruneSpec
 
 DEFAULTS_FILE = _defaults.path("train.yaml")  # package data: present in every installation
 
@@ -49,9 +50,14 @@ def resolve(overrides: dict | None = None, cfg_file=None) -> dict:
     if cfg["sparsity"] not in ("l1", "targeted"):
         raise ValueError(f"training config 'sparsity': expected l1 or targeted, found {cfg['sparsity']!r}")
     if cfg["sparsity"] == "targeted":
-        if cfg["target_macs"] is None or not 0 < float(cfg["target_macs"]) < 1:
-            raise ValueError(f"training config 'target_macs': sparsity targeted needs 0 < target_macs < 1 (the "
-                             f"MACs fraction you will prune to), found {cfg['target_macs']!r}")
+        if cfg["target_macs"] is None:
+            raise ValueError("training config 'target_macs': sparsity targeted needs the MACs fraction you will "
+                             "prune to (0 < F <= 1), found None")
+        try:  # the bounds every prune entry point uses
+            PruneSpec(target_macs=cfg["target_macs"], round_to=int(cfg["target_round_to"]),
+                      min_keep=float(cfg["target_min_keep"]), ignore=list(cfg["target_ignore"] or ()), criterion="bn")
+        except ValueError as e:
+            raise ValueError(f"training config 'target_macs': {e}") from None
         if not 0 < float(cfg["target_zero_at"]) <= 1:
             raise ValueError(f"training config 'target_zero_at': expected 0 < fraction <= 1, found "
                              f"{cfg['target_zero_at']!r}")

@@ -11,14 +11,17 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from ..models import registry
+
 
 def build_loss(detector, cfg: dict, imgsz: int):
-    """The loss matching ``detector.head_type``."""
-    if detector.head_type == "anchor_free":
-        return AnchorFreeLoss(detector, cfg)
-    if detector.head_type in ("anchor_v5", "darknet"):
-        return AnchorLoss(detector, cfg, imgsz)
-    raise ValueError(f"detector head_type: expected anchor_free, anchor_v5 or darknet, found {detector.head_type!r}")
+    """The loss its family registered (``registry.Family.loss``, a key of ``LOSSES``)."""
+    name = getattr(detector, "family", None)
+    family = next((f for f in registry.families() if f.name == name), None)
+    if family is None or family.loss not in LOSSES:
+        raise ValueError(f"{type(detector).__name__}: no loss for model family {name!r} (families with a loss: "
+                         f"{', '.join(f.name for f in registry.families() if f.loss in LOSSES)})")
+    return LOSSES[family.loss](detector, cfg, imgsz)
 
 
 def find_detect_head(detector) -> nn.Module:
@@ -194,3 +197,10 @@ class AnchorLoss:
             gi, gj = gij.T
             out.append((b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), anchors[a], c))
         return out
+
+
+# loss name (what a family registers as ``Family.loss``) -> factory(detector, cfg, imgsz)
+LOSSES = {
+    "anchor_free": lambda detector, cfg, imgsz: AnchorFreeLoss(detector, cfg),
+    "anchor": AnchorLoss,
+}

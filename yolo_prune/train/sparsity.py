@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..io import atomic_write
 
 THRESHOLDS = (1e-3, 1e-2, 1e-1)
 
@@ -99,16 +99,10 @@ def plot_gamma_hist(start: torch.Tensor, end: torch.Tensor, path, title: str = "
     ax.set_title(title or "BN γ of prunable channels")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".tmp.png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def targeted_masks(detector, target_macs: float, round_to: int = 16, min_keep: float = 0.1, ignore=(),
@@ -123,11 +117,13 @@ def targeted_masks(detector, target_macs: float, round_to: int = 16, min_keep: f
 
     from ..graph import trace
     from ..prune.plan import make_plan, resolve_names
+    from ..prune.spec import PruneSpec
 
+    spec = PruneSpec(target_macs=target_macs, round_to=round_to, min_keep=min_keep, ignore=ignore, criterion="bn")
     model = copy.deepcopy(detector).float().cpu()
     names = [n for n, _ in model.named_modules() if n]
-    graph = trace(model, imgsz=trace_size, ignore=resolve_names(ignore, names, "target_ignore"))
-    plan = make_plan(graph, target_macs=target_macs, round_to=round_to, min_keep=min_keep, criterion="bn")
+    graph = trace(model, imgsz=trace_size, ignore=resolve_names(spec.ignore, names, "target_ignore"))
+    plan = make_plan(graph, spec)
     by_gid = {g.gid: g for g in graph.groups}
     modules = dict(model.named_modules())
     masks: dict[str, torch.Tensor] = {}

@@ -1,0 +1,99 @@
+"""``PruneSpec``: what to prune, validated once with one set of bounds.
+
+``make_plan``, ``prune_model``, ``prune_checkpoint``, targeted sparsity (``train.sparsity``/``train.config``) and
+the pipeline's value check all build or take a PruneSpec, so a value is accepted or refused the same way
+everywhere. The prune report stores it (``to_dict``) next to the plan itself.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from .compensate import MODES
+from .importance import get_criterion
+
+TARGETS = ("ratio", "threshold", "target_macs", "target_latency")
+DEFAULT_ROUND_TO = 8
+
+
+class PlanError(ValueError):
+    """The requested pruning cannot be planned (bad ratio, unreachable target, nothing prunable...)."""
+
+
+def _number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise PlanError(f"{name}: expected a finite number, found {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """Exactly one target: ``ratio`` (fraction of prunable channels, 0 < r < 1; global unless ``local``),
+    ``threshold`` (remove channels scoring below it), ``target_macs`` (0 < F <= 1 of the original MACs) or
+    ``target_latency`` (0 < F <= 1 of the measured latency). ``round_to``: kept widths are multiples of it (None:
+    8, or chosen by the latency planner). ``min_keep``: fraction of every group that stays (0..1). ``ignore``:
+    layer names/globs never pruned. ``overrides``: ((glob, local ratio or None = exclude), ...). ``criterion``: a
+    name in the criterion registry; ``compensate``: one of ``compensate.MODES``."""
+    ratio: float | None = None
+    threshold: float | None = None
+    target_macs: float | None = None
+    target_latency: float | None = None
+    criterion: str = "bn"
+    round_to: int | None = None
+    min_keep: float = 0.1
+    ignore: tuple = ()
+    local: bool = False
+    overrides: tuple | None = None
+    compensate: str = "bias"
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen: normalise the containers once
+        set_(self, "ignore", tuple(self.ignore or ()))
+        set_(self, "overrides", None if not self.overrides else tuple((str(p), r) for p, r in self.overrides))
+        self._check_target()
+        if self.round_to is not None and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)
+                                          or self.round_to < 1):
+            raise PlanError(f"round_to: expected an integer >= 1, found {self.round_to!r}")
+        if not 0 <= _number("min_keep", self.min_keep) <= 1:
+            raise PlanError(f"min_keep: expected 0 <= fraction <= 1, found {self.min_keep}")
+        for pat, r in self.overrides or ():
+            if r is not None and not 0 <= _number(f"overrides['{pat}']", r) < 1:
+                raise PlanError(f"overrides['{pat}']: expected a ratio in [0, 1) or None (exclude), found {r!r}")
+        get_criterion(self.criterion)
+        if self.compensate not in MODES:
+            raise PlanError(f"compensate: expected one of {', '.join(MODES)}, found {self.compensate!r}")
+
+    def _check_target(self) -> None:
+        chosen = [k for k in TARGETS if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            if self.target_latency is not None:
+                raise PlanError("give exactly one of ratio, threshold, target_macs or target_latency")
+            raise PlanError("give exactly one of ratio, threshold or target_macs")
+        value = _number(chosen[0], getattr(self, chosen[0]))
+        if chosen[0] == "ratio" and not 0 < value < 1:
+            raise PlanError(f"ratio: expected 0 < ratio < 1, found {value}")
+        if chosen[0] == "target_macs" and not 0 < value <= 1:
+            raise PlanError(f"target_macs: expected 0 < F <= 1 (a fraction of the original MACs), found {value}")
+        if chosen[0] == "target_latency" and not 0 < value <= 1:
+            raise PlanError(f"target_latency: expected 0 < F <= 1 (a fraction of the unpruned model's measured "
+                            f"latency), found {value}")
+
+    @property
+    def target(self) -> str:
+        """Which target was given: ratio, threshold, target_macs or target_latency."""
+        return next(k for k in TARGETS if getattr(self, k) is not None)
+
+    @property
+    def plan_round_to(self) -> int:
+        return DEFAULT_ROUND_TO if self.round_to is None else self.round_to
+
+    def to_dict(self) -> dict:
+        """Plain data (json): what the prune report stores."""
+        d = asdict(self)
+        d["ignore"] = list(self.ignore)
+        d["overrides"] = None if self.overrides is None else [list(o) for o in self.overrides]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PruneSpec":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
