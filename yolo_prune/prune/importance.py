@@ -27,8 +27,8 @@ def recon_scores(group: Group, modules: dict, stats: dict, ridge: float = 1e-3, 
     For a consumer with input covariance C (centred: the refit's bias absorbs means) and H = (C + λI)^-1, removing
     input j with the optimal refit of the rest costs ||W[:, j]||² / H[j, j] (exact for 1×1 convs and linear layers;
     k×k kernels share the channel covariance over taps), and updates W -= W[:, j] H[j, :] / H[j, j] and H by its
-    Schur complement. Costs are divided by each consumer's output energy, so scores compare across groups; the
-    k-th removed position scores the running maximum of the marginal costs, so sorting reproduces the greedy order.
+    Schur complement. Costs are divided by each consumer's output energy (the planner then divides by the group
+    mean); the k-th removed position scores the running maximum of the marginal costs, so sorting reproduces the greedy order.
     Wide groups remove ceil(width / ``steps``) positions per greedy step (the cheapest ones), which bounds the time.
     """
     n = group.width
@@ -209,8 +209,11 @@ class Random(Criterion):
 
 @register_criterion
 class Recon(Criterion):
-    """Greedy OBS on calibration statistics (``recon_scores``): scores are already relative output errors."""
-    name, relative, needs_calibration = "recon", False, True
+    """Greedy OBS on calibration statistics (``recon_scores``), ranked across groups relative to each group's mean
+    like the weight criteria: the consumers' relative output errors alone are not comparable between layers (raw,
+    the cut piled into the few groups whose consumers look most redundant: yolov5n, coco128 val at 320 with
+    reconstruct, 0.106 / 0.068 mAP50-95 at 0.9x / 0.8x MACs; group-normalised 0.127 / 0.096; l2: 0.205 / 0.162)."""
+    name, relative, needs_calibration = "recon", True, True
 
     def scores(self, group, modules, rng, stats):
         if stats is None:
