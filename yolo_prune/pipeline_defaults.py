@@ -113,8 +113,10 @@ def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[st
         recipe = {k: v for k, v in PRETRAINED_RECIPE.items() if k not in user_train}
         for section in ("sparse_train", "finetune_train"):
             cfg[section] = {**recipe, **(cfg.get(section) or {})}
-        notes.append("training: SGD lr0 0.00334 (yolov5 hyp.VOC fine-tune recipe), BN statistics re-estimated "
-                     f"on {BN_RECALIBRATE_BATCHES} batches before each evaluation")
+        bn = (f"BN statistics re-estimated on {BN_RECALIBRATE_BATCHES} batches before each evaluation" +
+              (" (the pruned model's fine-tune: frozen BN statistics instead)" if cfg.get("finetune_freeze_bn") is True
+               else ""))
+        notes.append(f"training: SGD lr0 0.00334 (yolov5 hyp.VOC fine-tune recipe), {bn}")
     return cfg, notes
 
 
