@@ -16,7 +16,7 @@ _ALTERNATIVES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")}
 def _version(name: str) -> str | None:
     if name == "torch":  # torch's own string carries the build (e.g. +cu130), which timings depend on
         import torch
-        return torch.__version__
+        return str(torch.__version__)  # a TorchVersion (str subclass) would pickle as a class
     for dist in _ALTERNATIVES.get(name, (name,)):
         try:
             return metadata.version(dist)
