@@ -22,7 +22,7 @@ from yolo_prune.eval.coco import evaluate  # noqa: E402
 from yolo_prune.models import load  # noqa: E402
 from yolo_prune.prune import prune_model  # noqa: E402
 from yolo_prune.prune.reconstruct import calibration_batch  # noqa: E402
-from yolo_prune.prune.taylor import taylor_grad_fn  # noqa: E402
+from yolo_prune.train.taylor import taylor_grad_fn  # noqa: E402
 from yolo_prune.versions import versions  # noqa: E402
 
 
