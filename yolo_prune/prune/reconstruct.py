@@ -317,7 +317,7 @@ def reconstruct(model: nn.Module, reference: nn.Module, graph, plan, images: tor
     out_stats: dict = {}
 
     def record(mod, inp, out, name):  # the (refit) layer's actual output statistics, for restandardize_bn
-        if name in fallback or "skipped" not in layers.get(name, {"skipped": 1}):
+        if name in fallback or "rel_err_after" in layers.get(name, {}):  # refit or β-compensated, not skipped
             dims = [0] + list(range(2, out.dim())) if out.dim() > 2 else [0]
             out_stats[name] = (out.mean(dims, dtype=torch.float64), out.double().var(dims, unbiased=False))
 

@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bn import freeze_bn_statistics
+
 
 def teacher_mode(teacher: nn.Module) -> nn.Module:
     """Training mode for the raw head output, but BN uses running statistics and nothing updates them."""
-    teacher.train()
-    for m in teacher.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    freeze_bn_statistics(teacher.train())
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
