@@ -58,6 +58,10 @@ def _resolve_compensation(cfg: dict, pretrained: bool, notes: list) -> None:
     """compensate auto: reconstruct for the user's trained model (no sparse stage), bias for the demo."""
     if cfg.get("compensate") == "auto":
         cfg["compensate"] = "reconstruct" if pretrained else "bias"
+    if is_auto(cfg.get("criterion")):
+        # a trained dense model has no small γ to find: on BCCD (yolov5n M0 0.6148, 0.5x MACs, reconstruct, no
+        # training) bn 0.2009, l1 0.3758, recon 0.3971, fpgm 0.4274, l2 0.4373, taylor 0.4513 (docs/BENCHMARKS.md)
+        cfg["criterion"] = "taylor" if cfg["compensate"] == "reconstruct" else "bn"
     if cfg.get("finetune_freeze_bn") == "auto":
         cfg["finetune_freeze_bn"] = cfg["compensate"] == "reconstruct"
     if not (pretrained and cfg["compensate"] == "reconstruct"):
@@ -65,7 +69,7 @@ def _resolve_compensation(cfg: dict, pretrained: bool, notes: list) -> None:
     if cfg.get("epochs_sparse") == "auto":
         cfg["epochs_sparse"] = 0  # nothing to fade: the refit stands in for the removed channels
     notes.append(f"compensate: reconstruct (least-squares refit on {cfg.get('calib_images')} unlabeled train "
-                 "images), no sparse stage, fine-tune with frozen BN statistics")
+                 f"images), channels ranked by {cfg['criterion']}, no sparse stage, fine-tune with frozen BN statistics")
 
 
 def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[str]]:
