@@ -35,7 +35,7 @@ from ..eval import coco
 from ..eval.infer import prepare_model
 from ..eval.profile import profile
 from ..io import atomic_write_text
-from ..runtime import backend_names
+from ..runtime import backend_names, get_backend
 from ..runtime.host import cpu_model
 from ..runtime.ort import OrtDetector, kernel_times, profiling_session, read_sidecar, session_runner
 from ..runtime.runners import (BackendUnavailable, CaseSkipped, check_provider, interleaved_times, ort_session,
@@ -314,7 +314,7 @@ def _prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads, 
     """A runner for one model x backend x batch; fills the row's providers and ONNX size, or raises CaseSkipped."""
     if backend in skipped:
         raise BackendUnavailable(skipped[backend])
-    if backend.startswith("torch"):
+    if get_backend(backend).engine == "torch":
         if entry.detector is None:
             raise CaseSkipped("an .onnx file has no PyTorch model to time")
         device = torch_device(backend)
