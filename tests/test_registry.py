@@ -191,7 +191,7 @@ def test_prune_report_holds_the_spec_and_the_plan(tmp_path):
 # ------------------------------------------------------------------------------------------------ backends
 def test_backend_registry_feeds_benchmark_providers_and_latency_choices():
     from yolo_prune.export.benchmark import BACKENDS
-    from yolo_prune.export.ort import provider_name
+    from yolo_prune.runtime.ort import provider_name
     from yolo_prune.prune.latency import LATENCY_BACKENDS, ROUND_TO_CANDIDATES
     from yolo_prune.runtime import backend_names, get_backend
 

@@ -15,7 +15,8 @@ import torch
 
 from ..data.coco import category_map, list_images, load_data_yaml, yolo_to_coco
 from ..io import atomic_write_json
-from .infer import Timer, cpu_threads, make_loader, prepare_model, run_inference, torch_threads
+from ..runtime.host import cpu_threads, torch_threads
+from .infer import Timer, make_loader, prepare_model, run_inference
 
 STAT_NAMES = (
     "AP@[.50:.95] all", "AP@.50 all", "AP@.75 all", "AP@[.50:.95] small", "AP@[.50:.95] medium",

@@ -26,14 +26,8 @@ from torch import nn
 
 from ..data.coco import image_size
 from ..io import atomic_write
-
-
-def cpu_threads() -> int:
-    """Cores this process may use (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+from ..runtime.host import cpu_threads, torch_threads
+from ..runtime.ort import OrtDetector
 
 
 def resize_long_side(img: np.ndarray, imgsz: int) -> np.ndarray:
@@ -376,7 +370,6 @@ def prepare_model(model, device="cpu", fuse: bool = True):
     if isinstance(model, (str, os.PathLike)):
         p = Path(model)
         if p.suffix.lower() == ".onnx":
-            from ..export.ort import OrtDetector
             if not p.is_file():
                 raise FileNotFoundError(f"{p}: ONNX model not found. Supply an exported .onnx file at this path")
             return OrtDetector(str(p), providers=None)
@@ -550,17 +543,3 @@ def predict_to_images(model, source, out, imgsz: int = 640, device="cpu", conf: 
         written.append((dst, len(det)))
     return written
 
-
-class torch_threads:
-    """Context: torch intra-op threads = ``n`` (default: every core this process may use), restored on exit."""
-
-    def __init__(self, n: int | None = None):
-        self.n = n or cpu_threads()
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-        return self
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.old)

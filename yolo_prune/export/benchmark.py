@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,32 +31,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..eval import coco
+from ..eval.infer import prepare_model
+from ..eval.profile import profile
 from ..io import atomic_write_text
 from ..runtime import backend_names, get_backend
+from ..runtime.host import cpu_model
+from ..runtime.ort import OrtDetector, kernel_times, profiling_session, read_sidecar, session_runner
+from ..runtime.runners import (BackendUnavailable, CaseSkipped, check_provider, interleaved_times, ort_session,
+                               torch_device, torch_runner)
 from ..versions import versions
+from .onnx import _imgsz_hw, architecture_id, export_onnx
+from .plots import plot_latency_vs_macs, plot_map_vs_latency
+from .quantize import quantize_onnx
 
 BACKENDS = backend_names()  # the runtime registry's (yolo_prune/runtime/backends.py)
-
-
-class CaseSkipped(RuntimeError):
-    """This model x backend x batch cannot be timed (e.g. a static ONNX file at another batch)."""
-
-
-class BackendUnavailable(CaseSkipped):
-    """This backend cannot run on this machine at all; the message is the one-line reason."""
+# prune/latency.py still imports these from here (cpu_model, BackendUnavailable, interleaved_times, session_runner
+# and torch_runner too); they live in runtime/ now
+_ort_session = ort_session
 
 
 # --------------------------------------------------------------------------------------------------- environment
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(threads: int | None) -> dict:
     import onnxruntime as ort
 
@@ -84,48 +78,6 @@ def _stats(times_s: list[float], batch: int) -> dict:
             "images_per_s": batch * 1000.0 / med if med > 0 else float("inf"), "runs": len(ms)}
 
 
-def torch_runner(model, imgsz: tuple[int, int], batch: int, device: str):
-    """One forward of ``model`` on a fixed random batch; CUDA is synchronised so the clock sees the work."""
-    dev = torch.device(device)
-    x = torch.rand(batch, 3, *imgsz, device=dev)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-
-    def run():
-        with torch.inference_mode():
-            model(x)
-        sync()
-
-    return run
-
-
-def session_runner(session, imgsz: tuple[int, int], batch: int):
-    """One ``session.run`` on a fixed random host batch."""
-    inp = session.get_inputs()[0]
-    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-    feed = {inp.name: np.random.default_rng(0).random((batch, 3, *imgsz), dtype=np.float32).astype(dtype)}
-    return lambda: session.run(None, feed)
-
-
-def interleaved_times(runners: list, runs: int, warmup: int, desc: str = "timing") -> list[list[float]]:
-    """Seconds per call for each runner, calling them round-robin (rotating who goes first).
-
-    On a machine shared with other work the load changes from second to second; timing model A's 100 runs and
-    then model B's would compare them under different loads. Interleaving gives every model the same mix.
-    """
-    for run in runners:
-        for _ in range(warmup):
-            run()
-    times: list[list[float]] = [[] for _ in runners]
-    n = len(runners)
-    for i in tqdm(range(runs), desc=desc, unit="round", leave=False):
-        for k in range(n):
-            idx = (i + k) % n
-            t = time.perf_counter()
-            runners[idx]()
-            times[idx].append(time.perf_counter() - t)
-    return times
-
-
 def ort_op_profile(path, imgsz: tuple[int, int], batch: int = 1, runs: int = 20, threads: int | None = 1) -> dict:
     """Milliseconds per call spent in each ONNX op type on onnxruntime's CPU provider (its own profiler).
 
@@ -134,27 +86,13 @@ def ort_op_profile(path, imgsz: tuple[int, int], batch: int = 1, runs: int = 20,
     head/decode ops (DFL Softmax, Sigmoid, Transpose) do not shrink at all; layout reorders appear around convs
     whose widths are not multiples of the CPU's blocked layout (16 channels with AVX-512, 8 with AVX2).
     """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"yolo_prune_ortprof_{os.getpid()}")
-    if threads:
-        opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = profiling_session(path, threads)
     run = session_runner(session, imgsz, batch)
     for _ in range(runs):
         run()
-    trace = Path(session.end_profiling())
-    try:
-        events = json.loads(trace.read_text())
-    finally:
-        trace.unlink(missing_ok=True)
     per_op: dict[str, float] = {}
-    for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
-            op = e.get("args", {}).get("op_name", "?")
-            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1000.0 / runs
+    for _, op, ms in kernel_times(session):
+        per_op[op] = per_op.get(op, 0.0) + ms / runs
     return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
 
 
@@ -200,8 +138,6 @@ class _Entry:
         self.map50_95 = self.map50 = None
         self.architecture = f"?:{label}"
         if self.is_onnx:
-            from .ort import read_sidecar
-
             path = Path(weights)
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: ONNX file not found")
@@ -212,10 +148,7 @@ class _Entry:
                 sh, sw = side["imgsz"]
                 self.macs = int(side["macs"] * imgsz[0] * imgsz[1] / (sh * sw))  # MACs scale with pixels
         else:
-            from yolo_prune.eval import profile
             from yolo_prune.models import load
-
-            from .onnx import architecture_id
 
             self.detector = (weights if in_memory else load(weights)).eval()
             self.architecture = architecture_id(self.detector)
@@ -224,8 +157,6 @@ class _Entry:
 
     def deployable(self, device: str):
         """A BN-folded eval copy on ``device`` (what onnxruntime runs too), made once per device."""
-        from yolo_prune.eval.infer import prepare_model
-
         cache = self.__dict__.setdefault("_deployable", {})
         if device not in cache:
             cache.clear()  # one device at a time keeps GPU memory free for the next backend
@@ -237,8 +168,6 @@ class _Entry:
         if self.is_onnx:
             return Path(self.weights)
         if batch not in self.onnx_files:
-            from .onnx import export_onnx
-
             path = onnx_dir / f"{self.label}_{self.imgsz[0]}x{self.imgsz[1]}_b{batch}.onnx"
             export_onnx(self.detector, path, imgsz=self.imgsz, batch=batch, opset=opset, verbose=False)
             self.onnx_files[batch] = path
@@ -264,39 +193,6 @@ def _labels(weights: list) -> list[str]:
     return labels
 
 
-def _torch_device(backend: str) -> str:
-    if backend == "torch-cpu":
-        return "cpu"
-    if backend == "torch-cuda":
-        if not torch.cuda.is_available():
-            raise BackendUnavailable("torch sees no CUDA device")
-        return "cuda"
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _check_provider(backend: str) -> str:
-    import onnxruntime as ort
-
-    provider = get_backend(backend).provider
-    if provider not in ort.get_available_providers():
-        raise BackendUnavailable(f"{provider} is not in this onnxruntime build ({ort.__version__})")
-    if provider != "CPUExecutionProvider" and not torch.cuda.is_available():
-        raise BackendUnavailable(f"{provider} needs a CUDA GPU and none is visible")
-    return provider
-
-
-def _ort_session(path: Path, backend: str, threads, trt_fp16: bool, trt_int8: bool = False):
-    from .ort import ProviderUnavailableError, make_session
-
-    provider = _check_provider(backend)
-    if provider == "TensorrtExecutionProvider" and trt_int8:  # explicit (QDQ) int8, fp16 where TRT keeps float
-        provider = (provider, {"trt_int8_enable": True, "trt_fp16_enable": True})
-    try:
-        return make_session(path, providers=[provider], threads=threads, trt_fp16=trt_fp16)
-    except ProviderUnavailableError as e:
-        raise BackendUnavailable(str(e).splitlines()[0]) from e
-
-
 # --------------------------------------------------------------------------------------------------- main entry
 def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmup: int = 10,
                   backends=("torch", "ort-cpu"), threads: int | None = None, out=None, eval_kwargs: dict | None = None,
@@ -316,8 +212,6 @@ def run_benchmark(weights: list, imgsz=640, batches=(1,), runs: int = 100, warmu
     Returns the rows (one dict per model x backend x batch; skipped ones carry ``status="skipped"`` and
     ``reason``).
     """
-    from .onnx import _imgsz_hw
-
     if not weights:
         raise ValueError("--weights: expected at least one model, found none")
     unknown = [b for b in backends if b not in BACKENDS]
@@ -396,8 +290,6 @@ def _prepare_case(entries, backend: str, batch: int, hw, rows: list, skipped: di
 
 def _write_outputs(rows: list, env: dict, out_dir: Path) -> None:
     """bench.md (also printed), bench.json, ops.md with op profiles, and the latency (and mAP) plots."""
-    from .plots import plot_latency_vs_macs, plot_map_vs_latency
-
     md = to_markdown(rows, env)
     print(md)
     atomic_write_text(out_dir / "bench.md", md)
@@ -411,8 +303,6 @@ def _write_outputs(rows: list, env: dict, out_dir: Path) -> None:
 
 def _trt_int8_onnx(path: Path, calib, calib_images: int) -> Path:
     """The symmetric QDQ twin of ``path`` TensorRT's int8 mode needs (made once, beside the benchmark's files)."""
-    from .quantize import quantize_onnx
-
     out = path.with_name(f"{path.stem}.trt-int8.onnx")
     if not out.is_file():
         quantize_onnx(path, out, calib, calib_images=calib_images, keep_fp32="decode", latency_check=False,
@@ -424,19 +314,19 @@ def _prepare(entry, backend, batch, hw, row, skipped, onnx_dir, opset, threads, 
     """A runner for one model x backend x batch; fills the row's providers and ONNX size, or raises CaseSkipped."""
     if backend in skipped:
         raise BackendUnavailable(skipped[backend])
-    if backend.startswith("torch"):
+    if get_backend(backend).engine == "torch":
         if entry.detector is None:
             raise CaseSkipped("an .onnx file has no PyTorch model to time")
-        device = _torch_device(backend)
+        device = torch_device(backend)
         row["providers"] = [f"torch:{device}"]
         return torch_runner(entry.deployable(device), hw, batch, device)
     path = entry.onnx_for(batch, onnx_dir, opset)
     if trt_int8 is not None and backend == "ort-trt":
-        _check_provider(backend)  # no quantization work for a backend that cannot run
+        check_provider(backend)  # no quantization work for a backend that cannot run
         path = _trt_int8_onnx(path, *trt_int8)
         row["precision"] = "int8"
     row["onnx_bytes"] = path.stat().st_size
-    session = _ort_session(path, backend, threads, trt_fp16, trt_int8=trt_int8 is not None)
+    session = ort_session(path, backend, threads, trt_fp16, trt_int8=trt_int8 is not None)
     _check_static_shape(session, path, batch, hw)
     row["providers"] = session.get_providers()
     return session_runner(session, hw, batch)
@@ -452,13 +342,9 @@ def _check_static_shape(session, path: Path, batch: int, hw: tuple[int, int]) ->
 
 
 def _evaluate_all(entries, eval_kwargs: dict, threads) -> None:
-    from yolo_prune.eval.coco import evaluate
-
-    from .ort import OrtDetector
-
     for entry in entries:
         model = OrtDetector(entry.weights, providers=None, threads=threads) if entry.is_onnx else entry.detector
-        result = evaluate(model, **{"threads": threads, **eval_kwargs})
+        result = coco.evaluate(model, **{"threads": threads, **eval_kwargs})
         entry.map50_95, entry.map50 = _read_map(result)
 
 

@@ -27,13 +27,19 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..eval.profile import profile
+from ..io import atomic_write_text
+from ..runtime.layouts import DESCRIPTIONS, to_ours
+from ..runtime.ort import make_session
 from ..versions import versions
+from .layouts import LayoutModel, check_layout
 
 FP32_ATOL = 1e-3
 FP32_RTOL = 1e-5
@@ -93,8 +99,6 @@ class EndToEndNMS(nn.Module):
         self.layout = layout  # of the detector's output, which is returned as is; NMS reads it as ours
 
     def forward(self, x):
-        from .layouts import to_ours
-
         out = self.detector(x)
         pred = to_ours(out, self.layout)
         n, nc = pred.shape[1], pred.shape[2] - 4
@@ -255,8 +259,6 @@ def _sorted_dets(d: np.ndarray) -> np.ndarray:
 
 
 def _metadata(det, hw, batch, dynamic, half, nms, source, layout="ours") -> dict[str, str]:
-    from .layouts import DESCRIPTIONS
-
     return {
         "producer": "yolo_prune",
         "family": str(getattr(det, "family", "")),
@@ -302,57 +304,131 @@ def _io_desc(values) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------- export
-def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = False, opset: int = 17,
-                half: bool = False, simplify: bool = False, nms: bool = False, device="cpu",
-                nms_conf: float = 0.25, nms_iou: float = 0.45, max_det: int = 100, providers=None,
-                weights=None, verbose: bool = True, layout: str | None = None) -> dict:
+@dataclass(frozen=True)
+class ExportOptions:
+    """How ``export_onnx`` exports (``tools/export_onnx.py`` flags in brackets).
+
+    ``imgsz`` (--imgsz): int or (h, w), multiples of the model's largest stride; ``batch`` (--batch);
+    ``dynamic`` (--dynamic): dynamic batch, height and width; ``opset`` (--opset); ``half`` (--half): fp16, needs
+    ``device="cuda"``: the model is traced in fp16 and verified with onnxruntime's CUDA provider; ``simplify``
+    (--simplify): onnxslim; ``nms`` (--nms) with ``nms_conf``, ``nms_iou``, ``max_det`` (--conf, --iou,
+    --max-det): the end-to-end ``detections`` output; ``device`` (--device); ``providers``
+    (--verify-providers): onnxruntime providers for the verification run (default: the CPU); ``weights``
+    (--darknet-weights): darknet ``.weights`` for a ``.cfg`` path (passed to ``yolo_prune.models.load``);
+    ``verbose``: print the verification's differences; ``layout`` (--layout): ``output0`` as ours, ultralytics'
+    or yolov5's (see ``runtime/layouts.py``; None: the family's own convention).
+    """
+    imgsz: int | tuple = 640
+    batch: int = 1
+    dynamic: bool = False
+    opset: int = 17
+    half: bool = False
+    simplify: bool = False
+    nms: bool = False
+    device: str | torch.device = "cpu"
+    nms_conf: float = 0.25
+    nms_iou: float = 0.45
+    max_det: int = 100
+    providers: list | None = None
+    weights: str | None = None
+    verbose: bool = True
+    layout: str | None = None
+
+
+@dataclass
+class _Job:
+    """One export's model side: the Detector, its private eval copy and what is traced (layout, NMS)."""
+    det: nn.Module
+    source: str
+    layout: str
+    hw: tuple[int, int]
+    max_stride: int
+    dev: torch.device
+    model: nn.Module  # a private fp32 (fp16 with half) eval copy without gradients
+    wrapped: nn.Module  # ``model`` in the layout, with the NMS output when asked: what is traced
+    prof: dict
+    torch_half: bool
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.layout == "ultralytics" else 2
+
+
+@dataclass
+class _Reference:
+    """The PyTorch outputs on the tracing input, the first check of the exported graph."""
+    gen: torch.Generator  # seeded; the verification's second input is drawn from it next
+    example: torch.Tensor
+    example_in: torch.Tensor  # ``example`` in the model's dtype
+    outputs: tuple
+
+
+def export_onnx(model_or_path, out, options: ExportOptions | None = None, **settings) -> dict:
     """Export a Detector (or any file ``yolo_prune.models.load`` reads) to ONNX, verify it, write the sidecar.
 
-    ``out`` is written only after verification passed (temp file + rename); its folder is created.
-    ``half`` needs ``device="cuda"``: the model is traced in fp16 and verified with onnxruntime's CUDA provider.
-    ``providers``: onnxruntime providers for the verification run (default: the CPU).
-    ``weights``: darknet ``.weights`` for a ``.cfg`` path (passed to ``yolo_prune.models.load``).
-    ``layout``: ``output0`` as ours, ultralytics' or yolov5's (see ``export.layouts``; None: the family's own
-    convention), verified against PyTorch in that layout and recorded in the metadata and the sidecar.
+    ``options``: an ``ExportOptions``; ``settings``: its fields as keywords (``imgsz=640, batch=1, ...``), which
+    override ``options``. ``out`` is written only after verification passed (temp file + rename); its folder is
+    created. The layout is verified against PyTorch and recorded in the metadata and the sidecar.
     Returns the report that is also written to ``<out>.json``.
     """
-    import onnx
-
-    from yolo_prune.eval import profile
-    from yolo_prune.io import atomic_write_text
-
-    from .ort import make_session
-
+    if options is not None and not isinstance(options, ExportOptions):
+        raise TypeError(f"export_onnx: the third argument is an ExportOptions, found {type(options).__name__}; "
+                        "pass imgsz, batch, ... as keywords")
+    opts = replace(options or ExportOptions(), **settings)
     t0 = time.time()
     out = Path(out)
+    dev = _check_request(out, opts)
+    job = _prepare(model_or_path, dev, opts)
+    ref = _reference(job, opts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _trace(job, ref, opts, tmp)
+        proto = _finish_graph(job, ref, opts, tmp, out)
+        verified = _verify(job, ref, opts, tmp, out)
+        _publish(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    report = _report(job, opts, out, proto, verified, t0)
+    atomic_write_text(Path(str(out) + ".json"), json.dumps(report, indent=2))
+    return report
+
+
+def _check_request(out: Path, opts: ExportOptions) -> torch.device:
+    """The output path and the options that need no model; the device to trace on."""
     if out.suffix.lower() != ".onnx":
         raise ExportError(f"{out}: output path must end in .onnx, found '{out.suffix or out.name}'")
+    opset = opts.opset
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old: the YOLO necks need Resize from opset {MIN_OPSET}; "
                           f"use --opset {MIN_OPSET} or newer (default 17)")
     max_opset = _max_opset()
     if opset > max_opset:
         raise ExportError(f"opset {opset} is newer than this torch/onnxruntime pair supports (max {max_opset})")
-    if nms and opset < NMS_MIN_OPSET:
+    if opts.nms and opset < NMS_MIN_OPSET:
         raise ExportError(f"--nms needs opset >= {NMS_MIN_OPSET} (NonMaxSuppression), found {opset}")
-    if batch < 1:
-        raise ExportError(f"batch must be >= 1, found {batch}")
-    dev = torch.device(device)
-    if half and dev.type != "cuda":
+    if opts.batch < 1:
+        raise ExportError(f"batch must be >= 1, found {opts.batch}")
+    dev = torch.device(opts.device)
+    if opts.half and dev.type != "cuda":
         raise ExportError("--half needs --device cuda: fp16 is traced on the GPU and verified with onnxruntime's "
                           "CUDA provider (neither torch nor onnxruntime's CPU provider run fp16 convolutions "
                           "reliably); on a CPU-only machine export fp32")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ExportError(f"--device {device} was requested but torch sees no CUDA device")
+        raise ExportError(f"--device {opts.device} was requested but torch sees no CUDA device")
+    return dev
 
-    det, source = _resolve_model(model_or_path, device=dev, weights=weights)
-    from .layouts import DESCRIPTIONS, LayoutModel, check_layout, to_ours
+
+def _prepare(model_or_path, dev: torch.device, opts: ExportOptions) -> _Job:
+    """Load the model, check layout and input size, and build the private copy to trace."""
+    det, source = _resolve_model(model_or_path, device=dev, weights=opts.weights)
     try:
-        layout = check_layout(layout, det)
+        layout = check_layout(opts.layout, det)
     except ValueError as e:
         raise ExportError(f"{source}: {e}") from e
-    channel_axis = 1 if layout == "ultralytics" else 2
-    hw = _imgsz_hw(imgsz)
+    hw = _imgsz_hw(opts.imgsz)
     max_stride = max(det.strides) if det.strides else 32
     if hw[0] % max_stride or hw[1] % max_stride:
         raise ExportError(f"imgsz {hw[0]}x{hw[1]} must be a multiple of the model's largest stride {max_stride}")
@@ -362,162 +438,195 @@ def export_onnx(model_or_path, out, imgsz=640, batch: int = 1, dynamic: bool = F
     for p in model.parameters():
         p.requires_grad_(False)
     prof = profile(model, hw)
-    torch_half = half and dev.type == "cuda"
+    torch_half = opts.half and dev.type == "cuda"
     if torch_half:
         model = model.half()
     core = model if layout == "ours" else LayoutModel(model, layout).eval()
-    wrapped = EndToEndNMS(core, nms_conf, nms_iou, max_det, layout).eval() if nms else core
+    wrapped = EndToEndNMS(core, opts.nms_conf, opts.nms_iou, opts.max_det, layout).eval() if opts.nms else core
+    return _Job(det, source, layout, hw, max_stride, dev, model, wrapped, prof, torch_half)
 
+
+def _reference(job: _Job, opts: ExportOptions) -> _Reference:
+    """PyTorch's outputs on a seeded random input, checked for the (B, N, 4+nc) contract."""
     gen = torch.Generator().manual_seed(0)
-    example = torch.rand(batch, 3, *hw, generator=gen).to(dev)
-    example_in = example.half() if torch_half else example
-    with torch.no_grad(), _dynamic_heads(model, dynamic):
+    example = torch.rand(opts.batch, 3, *job.hw, generator=gen).to(job.dev)
+    example_in = example.half() if job.torch_half else example
+    with torch.no_grad(), _dynamic_heads(job.model, opts.dynamic):
         try:
-            ref_outputs = wrapped(example_in)
+            outputs = job.wrapped(example_in)
         except Exception as e:  # noqa: BLE001
-            raise ExportError(f"{source}: the model failed on a {batch}x3x{hw[0]}x{hw[1]} input: "
+            raise ExportError(f"{job.source}: the model failed on a {opts.batch}x3x{job.hw[0]}x{job.hw[1]} input: "
                               f"{type(e).__name__}: {e}") from e
-    ref_outputs = ref_outputs if isinstance(ref_outputs, tuple) else (ref_outputs,)
-    ours_ref = to_ours(ref_outputs[0], layout) if isinstance(ref_outputs[0], torch.Tensor) else ref_outputs[0]
-    if not isinstance(ours_ref, torch.Tensor) or ours_ref.ndim != 3 or ours_ref.shape[-1] != 4 + len(det.names):
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    nc = len(job.det.names)
+    ours_ref = to_ours(outputs[0], job.layout) if isinstance(outputs[0], torch.Tensor) else outputs[0]
+    if not isinstance(ours_ref, torch.Tensor) or ours_ref.ndim != 3 or ours_ref.shape[-1] != 4 + nc:
         found = type(ours_ref).__name__ if not isinstance(ours_ref, torch.Tensor) else tuple(ours_ref.shape)
-        raise ExportError(f"{source}: eval forward must return (B, N, 4+nc={4 + len(det.names)}), found {found}")
-    if layout != "ours":  # the layout is a faithful rearrangement of the Detector's own output
+        raise ExportError(f"{job.source}: eval forward must return (B, N, 4+nc={4 + nc}), found {found}")
+    if job.layout != "ours":  # the layout is a faithful rearrangement of the Detector's own output
         with torch.no_grad():
-            direct = model(example_in).float()
-        if not _within_tolerance(ours_ref.float().cpu().numpy(), direct.cpu().numpy(), half,
+            direct = job.model(example_in).float()
+        if not _within_tolerance(ours_ref.float().cpu().numpy(), direct.cpu().numpy(), opts.half,
                                  coordinate_mask(tuple(direct.shape))):
             a, r = diff_stats(ours_ref.float().cpu().numpy(), direct.cpu().numpy())
-            raise ExportError(f"{source}: layout {layout} read back as ours differs from the Detector's output "
-                              f"(max abs {a:.3g}, rel {r:.3g})")
+            raise ExportError(f"{job.source}: layout {job.layout} read back as ours differs from the Detector's "
+                              f"output (max abs {a:.3g}, rel {r:.3g})")
+    return _Reference(gen, example, example_in, outputs)
 
-    output_names = [OUTPUT_NAME] + ([NMS_OUTPUT_NAME] if nms else [])
+
+def _trace(job: _Job, ref: _Reference, opts: ExportOptions, tmp: Path) -> None:
+    """torch.onnx (TorchScript exporter) into ``tmp``; its failures explained in one line."""
+    output_names = [OUTPUT_NAME] + ([NMS_OUTPUT_NAME] if opts.nms else [])
     dynamic_axes = None
-    if dynamic:
+    if opts.dynamic:
         dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                        OUTPUT_NAME: {0: "batch", 3 - channel_axis: "boxes"}}
-    if nms:
+                        OUTPUT_NAME: {0: "batch", 3 - job.channel_axis: "boxes"}}
+    if opts.nms:
         dynamic_axes = dict(dynamic_axes or {})
         dynamic_axes[NMS_OUTPUT_NAME] = {0: "num_detections"}
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with torch.no_grad(), _dynamic_heads(model, dynamic), _quiet_export(), _exporter_output_to_devnull():
-            try:
-                torch.onnx.export(wrapped, (example_in,), str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=dynamic_axes,
-                                  do_constant_folding=True, external_data=False)
-            except ExportError:
-                raise
-            except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; all mean "cannot export"
-                raise _explain_export_failure(e, source, opset) from e
-        proto = onnx.load(str(tmp))
-        if INPUT_NAME not in [i.name for i in proto.graph.input]:
-            raise ExportError(f"{source}: the traced graph does not depend on its input: the forward leaves torch "
-                              "(numpy, .item(), .tolist() round trips) so the tracer froze the outputs into "
-                              "constants; keep the whole eval forward in tensor ops")
-        if simplify:
-            proto = _slim(proto, source)
-        _pin_output_dims(proto, None if dynamic else tuple(ref_outputs[0].shape),
-                         int(ref_outputs[0].shape[channel_axis]), channel_axis)
-        for k, v in _metadata(det, hw, batch, dynamic, half, nms, source, layout).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        proto.producer_name = "yolo_prune"
-        onnx.save(proto, str(tmp))
+    with torch.no_grad(), _dynamic_heads(job.model, opts.dynamic), _quiet_export(), _exporter_output_to_devnull():
         try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as e:  # noqa: BLE001
-            raise ExportError(f"{out}: onnx.checker rejected the exported graph: {e}") from e
+            torch.onnx.export(job.wrapped, (ref.example_in,), str(tmp), dynamo=False, opset_version=opts.opset,
+                              input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=dynamic_axes,
+                              do_constant_folding=True, external_data=False)
+        except ExportError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; all mean "cannot export"
+            raise _explain_export_failure(e, job.source, opts.opset) from e
 
-        session = make_session(tmp, providers=providers or (["cuda"] if torch_half else ["cpu"]))
-        in_dtype = np.float16 if half else np.float32
-        # a second, unseen input catches values the tracer froze into constants (numpy/.item() round trips);
-        # with dynamic axes it also gets another batch and size, so frozen grids or shapes show up too
-        shape2 = (batch + 1, 3, hw[0] + max_stride, hw[1] + 2 * max_stride) if dynamic else (batch, 3, *hw)
-        ex2 = torch.rand(*shape2, generator=gen).to(dev)
-        with torch.no_grad(), _dynamic_heads(model, dynamic):
-            r2 = wrapped(ex2.half() if torch_half else ex2)
-        checks = [(example, ref_outputs), (ex2, r2 if isinstance(r2, tuple) else (r2,))]
-        max_abs = max_rel = 0.0
-        nms_counts = []
-        for ex, refs in checks:
-            try:
-                got = session.run(None, {INPUT_NAME: ex.cpu().numpy().astype(in_dtype)})
-            except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
-                raise ExportError(f"{out}: onnxruntime failed to run the exported graph on an input of shape "
-                                  f"{tuple(ex.shape)}: {e}") from e
-            ref0 = refs[0].float().cpu().numpy()
-            if got[0].shape != ref0.shape:
-                raise ExportError(f"{out}: onnxruntime output shape {got[0].shape} differs from PyTorch "
-                                  f"{ref0.shape} for input {tuple(ex.shape)}")
-            a, r = diff_stats(got[0], ref0)
-            max_abs, max_rel = max(max_abs, a), max(max_rel, r)
-            if not _within_tolerance(got[0], ref0, half, coordinate_mask(ref0.shape, layout)):
-                raise ExportError(_tolerance_message(out, a, r, half, tuple(ex.shape)))
-            if nms:
-                g, rd = _sorted_dets(got[1]), _sorted_dets(refs[1].float().cpu().numpy())
-                nms_counts.append(int(len(g)))
-                if g.shape != rd.shape:
-                    raise ExportError(f"{out}: end-to-end NMS kept {len(g)} boxes in onnxruntime but {len(rd)} "
-                                      f"in PyTorch for input {tuple(ex.shape)}")
-                if len(g) and not _within_tolerance(g, rd, half, coordinate_mask(rd.shape, detections=True)):
-                    a2, r2_ = diff_stats(g, rd)
-                    raise ExportError(_tolerance_message(out, a2, r2_, half, tuple(ex.shape), "detections"))
-        if verbose:
-            print(f"max abs diff {max_abs:.3g}")
-            print(f"max rel diff {max_rel:.3g}")
-        providers_used = session.get_providers()
-        inputs, outputs = _io_desc(proto.graph.input), _io_desc(proto.graph.output)
-        del session
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600; give the usual permissions
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
-    report = {
+def _finish_graph(job: _Job, ref: _Reference, opts: ExportOptions, tmp: Path, out: Path):
+    """The traced graph checked, simplified, output dims pinned and metadata added, saved back to ``tmp``."""
+    import onnx
+
+    proto = onnx.load(str(tmp))
+    if INPUT_NAME not in [i.name for i in proto.graph.input]:
+        raise ExportError(f"{job.source}: the traced graph does not depend on its input: the forward leaves torch "
+                          "(numpy, .item(), .tolist() round trips) so the tracer froze the outputs into "
+                          "constants; keep the whole eval forward in tensor ops")
+    if opts.simplify:
+        proto = _slim(proto, job.source)
+    out0 = ref.outputs[0]
+    _pin_output_dims(proto, None if opts.dynamic else tuple(out0.shape), int(out0.shape[job.channel_axis]),
+                     job.channel_axis)
+    meta = _metadata(job.det, job.hw, opts.batch, opts.dynamic, opts.half, opts.nms, job.source, job.layout)
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "yolo_prune"
+    onnx.save(proto, str(tmp))
+    try:
+        onnx.checker.check_model(str(tmp), full_check=True)
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"{out}: onnx.checker rejected the exported graph: {e}") from e
+    return proto
+
+
+def _verify(job: _Job, ref: _Reference, opts: ExportOptions, tmp: Path, out: Path) -> dict:
+    """onnxruntime against PyTorch on the tracing input and a second one; raises ExportError beyond tolerance."""
+    session = make_session(tmp, providers=opts.providers or (["cuda"] if job.torch_half else ["cpu"]))
+    # a second, unseen input catches values the tracer froze into constants (numpy/.item() round trips);
+    # with dynamic axes it also gets another batch and size, so frozen grids or shapes show up too
+    hw, s = job.hw, job.max_stride
+    shape2 = (opts.batch + 1, 3, hw[0] + s, hw[1] + 2 * s) if opts.dynamic else (opts.batch, 3, *hw)
+    ex2 = torch.rand(*shape2, generator=ref.gen).to(job.dev)
+    with torch.no_grad(), _dynamic_heads(job.model, opts.dynamic):
+        r2 = job.wrapped(ex2.half() if job.torch_half else ex2)
+    checks = [(ref.example, ref.outputs), (ex2, r2 if isinstance(r2, tuple) else (r2,))]
+    max_abs = max_rel = 0.0
+    nms_counts = []
+    for ex, refs in checks:
+        got = _run_session(session, ex, opts.half, out)
+        a, r = _compare_output0(got[0], refs[0], tuple(ex.shape), opts.half, job.layout, out)
+        max_abs, max_rel = max(max_abs, a), max(max_rel, r)
+        if opts.nms:
+            nms_counts.append(_compare_detections(got[1], refs[1], tuple(ex.shape), opts.half, out))
+    if opts.verbose:
+        print(f"max abs diff {max_abs:.3g}")
+        print(f"max rel diff {max_rel:.3g}")
+    return {"max_abs_diff": max_abs, "max_rel_diff": max_rel, "shapes": [list(ex.shape) for ex, _ in checks],
+            "providers": session.get_providers(), "nms_detections": nms_counts}
+
+
+def _run_session(session, ex: torch.Tensor, half: bool, out: Path) -> list:
+    try:
+        return session.run(None, {INPUT_NAME: ex.cpu().numpy().astype(np.float16 if half else np.float32)})
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
+        raise ExportError(f"{out}: onnxruntime failed to run the exported graph on an input of shape "
+                          f"{tuple(ex.shape)}: {e}") from e
+
+
+def _compare_output0(got: np.ndarray, ref: torch.Tensor, shape: tuple, half: bool, layout: str,
+                     out: Path) -> tuple[float, float]:
+    """(max abs, max rel) difference of ``output0``; ExportError on another shape or beyond tolerance."""
+    ref0 = ref.float().cpu().numpy()
+    if got.shape != ref0.shape:
+        raise ExportError(f"{out}: onnxruntime output shape {got.shape} differs from PyTorch "
+                          f"{ref0.shape} for input {shape}")
+    a, r = diff_stats(got, ref0)
+    if not _within_tolerance(got, ref0, half, coordinate_mask(ref0.shape, layout)):
+        raise ExportError(_tolerance_message(out, a, r, half, shape))
+    return a, r
+
+
+def _compare_detections(got: np.ndarray, ref: torch.Tensor, shape: tuple, half: bool, out: Path) -> int:
+    """The end-to-end NMS rows must be the same boxes as PyTorch's; returns how many onnxruntime kept."""
+    g, rd = _sorted_dets(got), _sorted_dets(ref.float().cpu().numpy())
+    if g.shape != rd.shape:
+        raise ExportError(f"{out}: end-to-end NMS kept {len(g)} boxes in onnxruntime but {len(rd)} "
+                          f"in PyTorch for input {shape}")
+    if len(g) and not _within_tolerance(g, rd, half, coordinate_mask(rd.shape, detections=True)):
+        a, r = diff_stats(g, rd)
+        raise ExportError(_tolerance_message(out, a, r, half, shape, "detections"))
+    return int(len(g))
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600; give the usual permissions
+    os.replace(tmp, out)
+
+
+def _report(job: _Job, opts: ExportOptions, out: Path, proto, verified: dict, t0: float) -> dict:
+    """The sidecar ``<out>.json``: what was exported, how, and how well onnxruntime reproduced PyTorch."""
+    det, half, nms = job.det, opts.half, opts.nms
+    return {
         "format": "yolo_prune-onnx",
         "onnx": out.name,
-        "source": source,
+        "source": job.source,
         "family": getattr(det, "family", ""),
         "head_type": getattr(det, "head_type", ""),
         "architecture": architecture_id(det),
         "names": {str(k): v for k, v in det.names.items()},
         "nc": len(det.names),
         "strides": [int(s) for s in det.strides],
-        "inputs": inputs,
-        "outputs": outputs,
-        "output_layout": layout,
-        "layout": {OUTPUT_NAME: DESCRIPTIONS[layout],
+        "inputs": _io_desc(proto.graph.input),
+        "outputs": _io_desc(proto.graph.output),
+        "output_layout": job.layout,
+        "layout": {OUTPUT_NAME: DESCRIPTIONS[job.layout],
                    **({NMS_OUTPUT_NAME: "(K, 7): batch_index, x1, y1, x2, y2, class, score; per-class NMS"}
                       if nms else {})},
-        "opset": opset,
-        "imgsz": list(hw),
-        "batch": batch,
-        "dynamic": dynamic,
+        "opset": opts.opset,
+        "imgsz": list(job.hw),
+        "batch": opts.batch,
+        "dynamic": opts.dynamic,
         "half": half,
-        "simplify": simplify,
-        "nms": {"conf": nms_conf, "iou": nms_iou, "max_det_per_class": max_det} if nms else None,
-        "params": prof["params"],
-        "macs": prof["macs"],
-        "gflops": prof["gflops"],
+        "simplify": opts.simplify,
+        "nms": {"conf": opts.nms_conf, "iou": opts.nms_iou, "max_det_per_class": opts.max_det} if nms else None,
+        "params": job.prof["params"],
+        "macs": job.prof["macs"],
+        "gflops": job.prof["gflops"],
         "file_bytes": out.stat().st_size,
-        "verify": {"max_abs_diff": max_abs, "max_rel_diff": max_rel,
+        "verify": {"max_abs_diff": verified["max_abs_diff"], "max_rel_diff": verified["max_rel_diff"],
                    "tolerance": (f"|d| <= {HALF_ATOL} + {HALF_RTOL}*|ref| (fp16 vs fp16 PyTorch)" if half
                                  else f"|d| <= {FP32_ATOL} + {FP32_RTOL}*|ref| (+ {FP32_RTOL}*max|coordinate| "
                                       "on box coordinates)"),
-                   "shapes": [list(ex.shape) for ex, _ in checks], "providers": providers_used,
-                   **({"nms_detections": nms_counts} if nms else {})},
+                   "shapes": verified["shapes"], "providers": verified["providers"],
+                   **({"nms_detections": verified["nms_detections"]} if nms else {})},
         "versions": _versions(),
         "seconds": round(time.time() - t0, 2),
     }
-    atomic_write_text(Path(str(out) + ".json"), json.dumps(report, indent=2))
-    return report
 
 
 def _tolerance_message(out, a, r, half, shape, what=OUTPUT_NAME) -> str:

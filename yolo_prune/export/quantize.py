@@ -25,9 +25,16 @@ import os
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..data.sources import list_images, load_data_yaml
+from ..eval.coco import select_subset
+from ..eval.infer import LetterboxLoader
+from ..io import atomic_write_text
+from ..runtime.ort import kernel_times, make_session, profiling_session, read_sidecar
 
 FORMATS = ("qdq",)
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
@@ -51,9 +58,6 @@ class QuantizeError(ValueError):
 def calibration_images(calib, n: int) -> list[Path]:
     """``n`` images spread evenly over ``calib``: a data yaml (its train split, else val), an image folder, a .txt
     list or one image. Raises QuantizeError naming the source when it has none."""
-    from ..data.sources import list_images, load_data_yaml
-    from ..eval.coco import select_subset
-
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise QuantizeError(f"--calib-images: expected an integer >= 1, found {n!r}")
     src = Path(str(calib))
@@ -85,8 +89,6 @@ class LetterboxCalibrationReader:
     """
 
     def __init__(self, paths, input_name: str, hw: tuple[int, int], batch: int = 1, stride: int = 32):
-        from ..eval.infer import LetterboxLoader
-
         self.input_name, self.batch = input_name, max(1, int(batch))
         loader = LetterboxLoader(paths, max(hw), self.batch, stride, rect=False, canvas=tuple(hw))
         self.arrays = []
@@ -172,8 +174,6 @@ def detection_error(ref: np.ndarray, out: np.ndarray, top_k: int = TOP_K) -> flo
 
 
 def _run_all(path, feeds: list[dict], threads: int | None) -> list[np.ndarray]:
-    from .ort import make_session
-
     session = make_session(path, providers=["cpu"], threads=threads)
     name = session.get_outputs()[0].name
     return [session.run([name], f)[0] for f in feeds]
@@ -186,27 +186,12 @@ def _mean_error(refs, outs) -> float:
 def unit_kernel_ms(path, feed: dict, runs: int = 10, threads: int | None = 1) -> dict[str, float]:
     """Milliseconds per call spent in each unit's kernels (onnxruntime CPU profiler; nodes fused or created by
     the optimiser keep their source node's path, so they land in the same unit)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"yolo_prune_qprof_{os.getpid()}")
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = profiling_session(path, threads, prefix="yolo_prune_qprof")
     for _ in range(runs + 2):
         session.run(None, feed)
-    trace = Path(session.end_profiling())
-    try:
-        events = json.loads(trace.read_text())
-    finally:
-        trace.unlink(missing_ok=True)
     per_unit: dict[str, list[float]] = {}
-    for e in events:
-        name = str(e.get("name", ""))
-        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
-            per_unit.setdefault(unit_of(name[: -len("_kernel_time")]), []).append(e["dur"] / 1000.0)
+    for node, _, ms in kernel_times(session):
+        per_unit.setdefault(unit_of(node), []).append(ms)
     # the first two calls warm up (allocations, packed weights): drop their share of every unit
     return {u: sum(v) * runs / (runs + 2) / runs for u, v in per_unit.items()}
 
@@ -230,14 +215,23 @@ def _quant_types():
     return QuantType
 
 
-def _static_quantize(src: Path, dst: Path, reader, cache: Path, per_channel: bool, exclude: list[str],
-                     op_types, calibrate_method: str, reduce_range: bool, target: str = "cpu") -> None:
+@dataclass(frozen=True)
+class _Settings:
+    """How every trial quantizes (``quantize_onnx``'s arguments of the same names)."""
+    per_channel: bool
+    op_types: tuple
+    calibrate_method: str
+    reduce_range: bool
+    target: str = "cpu"
+
+
+def _static_quantize(src: Path, dst: Path, reader, cache: Path, exclude: list[str], settings: _Settings) -> None:
     import logging
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[calibrate_method]
+              "entropy": CalibrationMethod.Entropy}[settings.calibrate_method]
     qt = _quant_types()
     if reader is not None:
         reader.rewind()
@@ -245,10 +239,11 @@ def _static_quantize(src: Path, dst: Path, reader, cache: Path, per_channel: boo
     logging.getLogger().setLevel(logging.ERROR)  # the "consider pre-processing" hint: we did
     try:
         # CPU: uint8 activations (MLAS' u8s8 kernels); TensorRT: symmetric int8 everywhere (zero point 0)
-        trt = target == "trt"
-        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel or trt,
-                        reduce_range=reduce_range, activation_type=qt.QInt8 if trt else qt.QUInt8,
-                        weight_type=qt.QInt8, op_types_to_quantize=list(op_types), nodes_to_exclude=list(exclude),
+        trt = settings.target == "trt"
+        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
+                        per_channel=settings.per_channel or trt, reduce_range=settings.reduce_range,
+                        activation_type=qt.QInt8 if trt else qt.QUInt8, weight_type=qt.QInt8,
+                        op_types_to_quantize=list(settings.op_types), nodes_to_exclude=list(exclude),
                         calibrate_method=method, calibration_cache_path=str(cache),
                         extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True})
     finally:
@@ -364,6 +359,58 @@ def _save_quantized(final: Path, proto, fmt: str, target: str, part: Path) -> in
     return sum(n.op_type == "QuantizeLinear" for n in q.graph.node)
 
 
+@dataclass
+class _Calibration:
+    """The calibration images as the reader feeds them, and the first batches, which score every trial."""
+    paths: list
+    reader: LetterboxCalibrationReader
+    input_name: str
+    hw: tuple
+    sens_feeds: list
+
+
+def _calibration(proto, src: Path, side: dict, calib, calib_images: int, sensitivity_images: int,
+                 imgsz) -> _Calibration:
+    inp = proto.graph.input[0]
+    batch, hw = _input_geometry(inp, src, imgsz, calib_images)
+    stride = int(max(side.get("strides") or [32]))
+    paths = calibration_images(calib, calib_images)
+    reader = LetterboxCalibrationReader(paths, inp.name, hw, batch, stride)
+    sens_feeds = reader.arrays[: max(1, math.ceil(sensitivity_images / batch))]
+    return _Calibration(paths, reader, inp.name, hw, [{inp.name: a} for a in sens_feeds])
+
+
+class _Trials:
+    """The pre-processed fp32 model (every node named) and its outputs on the sensitivity feeds;
+    ``error_excluding(units, dst)`` quantizes with those units kept fp32 and scores the result against fp32."""
+
+    def __init__(self, src: Path, tmp: Path, cal: _Calibration, settings: _Settings, threads: int | None):
+        import onnx
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        self.pre = tmp / "pre.onnx"
+        quant_pre_process(str(src), str(self.pre), skip_symbolic_shape=True)
+        pre_model = onnx.load(str(self.pre))
+        self.units = node_units(pre_model)
+        onnx.save(pre_model, str(self.pre))  # with every node named
+        self.cache = tmp / "calibration.json"
+        self.cal, self.settings, self.threads = cal, settings, threads
+        self.refs = _run_all(self.pre, cal.sens_feeds, threads)
+
+    def error_excluding(self, names: list[str], dst: Path) -> float:
+        exclude = [n for u in names for n in self.units.get(u, ())]
+        _static_quantize(self.pre, dst, self.cal.reader, self.cache, exclude, self.settings)
+        return _mean_error(self.refs, _run_all(dst, self.cal.sens_feeds, self.threads))
+
+    def slower_in_int8(self, final: Path, kept: list[str]) -> list[dict]:
+        """Units not yet kept whose int8 kernels in ``final`` are slower than their fp32 ones (CPU profiler)."""
+        feed = self.cal.sens_feeds[0]
+        threads = self.threads or 1
+        fp32_ms = unit_kernel_ms(self.pre, feed, threads=threads)
+        return [r for r in slower_in_int8(fp32_ms, unit_kernel_ms(final, feed, threads=threads))
+                if r["unit"] in self.units and r["unit"] not in kept]
+
+
 def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool = False, fmt: str = "qdq",
                   keep_fp32="auto", sensitivity_images: int = 8, op_types=DEFAULT_OP_TYPES,
                   calibrate_method: str = "minmax", reduce_range: bool = False, latency_check: bool = True,
@@ -381,73 +428,60 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
     ``target``: 'cpu' (uint8 activations, int8 weights) or 'trt' (symmetric int8, per-channel weights: what
     TensorRT's explicit quantization accepts). Nothing is written unless the whole run succeeds.
     """
-    import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from ..io import atomic_write_text
-    from .ort import read_sidecar
-
     t0 = time.perf_counter()
     src, out = Path(str(weights)), Path(str(out))
     _check_arguments(src, out, target, fmt, calibrate_method, sensitivity_images)
     keep_mode, keep_arg = _parse_keep(keep_fp32)
     side = read_sidecar(src)
     proto = _load_fp32(src)
-    inp = proto.graph.input[0]
-    batch, hw = _input_geometry(inp, src, imgsz, calib_images)
-    stride = int(max(side.get("strides") or [32]))
-    paths = calibration_images(calib, calib_images)
-    reader = LetterboxCalibrationReader(paths, inp.name, hw, batch, stride)
-    sens_feeds = reader.arrays[: max(1, math.ceil(sensitivity_images / batch))]
-    sens_feeds = [{inp.name: a} for a in sens_feeds]
-
+    cal = _calibration(proto, src, side, calib, calib_images, sensitivity_images, imgsz)
+    settings = _Settings(per_channel, op_types, calibrate_method, reduce_range, target)
+    part = out.with_name(f".{out.name}.part")
     with tempfile.TemporaryDirectory(prefix="yolo_prune_quant_") as tmp:
-        tmp = Path(tmp)
-        pre = tmp / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        pre_model = onnx.load(str(pre))
-        units = node_units(pre_model)
-        onnx.save(pre_model, str(pre))  # with every node named
-        cache = tmp / "calibration.json"
-        refs = _run_all(pre, sens_feeds, threads)
-
-        def quantize_excluding(names: list[str], dst: Path) -> float:
-            exclude = [n for u in names for n in units.get(u, ())]
-            _static_quantize(pre, dst, reader, cache, per_channel, exclude, op_types, calibrate_method,
-                             reduce_range, target)
-            return _mean_error(refs, _run_all(dst, sens_feeds, threads))
-
-        trial = tmp / "trial.onnx"
-        err_all = quantize_excluding([], trial)
-        kept, sensitivity = _choose_fp32_units(keep_mode, keep_arg, units, lambda u: quantize_excluding([u], trial),
-                                               err_all, src, verbose)
-        final = tmp / "final.onnx"
-        err_final = quantize_excluding(kept, final)
-        slow: list[dict] = []
-        if latency_check and keep_mode != "names":
-            feed = sens_feeds[0]
-            fp32_ms = unit_kernel_ms(pre, feed, threads=threads or 1)
-            slow = [r for r in slower_in_int8(fp32_ms, unit_kernel_ms(final, feed, threads=threads or 1))
-                    if r["unit"] in units and r["unit"] not in kept]
-            if slow:
-                kept += [r["unit"] for r in slow]
-                err_final = quantize_excluding(kept, final)
-        part = out.with_name(f".{out.name}.part")
+        trials = _Trials(src, Path(tmp), cal, settings, threads)
+        final = Path(tmp) / "final.onnx"
+        choice = _choose_and_quantize(trials, final, keep_mode, keep_arg, latency_check, src, verbose)
         n_q = _save_quantized(final, proto, fmt, target, part)
 
     report = {
         "format": fmt, "per_channel": per_channel or target == "trt", "reduce_range": reduce_range,
         "activation_type": "int8" if target == "trt" else "uint8",
         "weight_type": "int8", "target": target, "calibrate_method": calibrate_method, "op_types": list(op_types),
-        "calib": str(calib), "calib_images": len(paths), "calib_batches": len(reader),
-        "calib_skipped": reader.skipped, "sensitivity_images": sum(f[inp.name].shape[0] for f in sens_feeds),
-        "input_hw": list(hw), "keep_fp32": keep_fp32 if isinstance(keep_fp32, (str, int, type(None))) else
-        list(keep_fp32), "kept_fp32_units": kept, "kept_fp32_nodes": sum(len(units[u]) for u in kept),
-        "units": len(units), "quantize_nodes": n_q, "error_all_int8": err_all, "error": err_final,
-        "sensitivity": sensitivity,
-        "latency_check": latency_check, "kept_for_latency": slow, "fp32_source": str(src),
+        "calib": str(calib), "calib_images": len(cal.paths), "calib_batches": len(cal.reader),
+        "calib_skipped": cal.reader.skipped,
+        "sensitivity_images": sum(f[cal.input_name].shape[0] for f in cal.sens_feeds),
+        "input_hw": list(cal.hw), "keep_fp32": keep_fp32 if isinstance(keep_fp32, (str, int, type(None))) else
+        list(keep_fp32), "kept_fp32_units": choice["kept"],
+        "kept_fp32_nodes": sum(len(trials.units[u]) for u in choice["kept"]),
+        "units": len(trials.units), "quantize_nodes": n_q, "error_all_int8": choice["error_all_int8"],
+        "error": choice["error"], "sensitivity": choice["sensitivity"],
+        "latency_check": latency_check, "kept_for_latency": choice["kept_for_latency"], "fp32_source": str(src),
         "seconds": time.perf_counter() - t0,
     }
+    _write_quantized(out, part, src, side, report)
+    return report
+
+
+def _choose_and_quantize(trials: _Trials, final: Path, keep_mode: str, keep_arg, latency_check: bool, src: Path,
+                         verbose: bool) -> dict:
+    """Quantize into ``final`` with the units chosen to stay fp32 (named, most sensitive, or slower in int8)."""
+    trial = trials.pre.with_name("trial.onnx")
+    err_all = trials.error_excluding([], trial)
+    kept, sensitivity = _choose_fp32_units(keep_mode, keep_arg, trials.units,
+                                           lambda u: trials.error_excluding([u], trial), err_all, src, verbose)
+    err_final = trials.error_excluding(kept, final)
+    slow: list[dict] = []
+    if latency_check and keep_mode != "names":
+        slow = trials.slower_in_int8(final, kept)
+        if slow:
+            kept += [r["unit"] for r in slow]
+            err_final = trials.error_excluding(kept, final)
+    return {"kept": kept, "sensitivity": sensitivity, "error_all_int8": err_all, "error": err_final,
+            "kept_for_latency": slow}
+
+
+def _write_quantized(out: Path, part: Path, src: Path, side: dict, report: dict) -> None:
+    """The fp32 sidecar with a ``quantization`` section, then the model: both or, on failure, neither."""
     new_side = copy.deepcopy(side) if side else {}
     new_side.update({"onnx": out.name, "quantized_from": str(src), "quantization": report})
     try:
@@ -456,7 +490,6 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return report
 
 
 def sensitivity_markdown(report: dict) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 class Backend:
     """* ``engine``: "torch" or "ort"; ``device``: "cpu", "cuda" or "auto" (CUDA when visible, else the CPU);
     * ``provider``: the onnxruntime execution provider (ort engines), with ``alias`` its short name (cpu, cuda,
-      trt) that ``export.ort.provider_name`` accepts;
+      trt) that ``runtime.ort.provider_name`` accepts;
     * ``round_to``: channel multiples worth trying when pruning for latency on it (CPU NCHWc blocks are 8 on AVX2,
       16 on AVX-512; GPU tensor-core tiles want 8 for fp16 up to 32 for int8); empty: not a latency target."""
     name: str

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..runtime import provider_aliases
+from .backends import provider_aliases
 from .layouts import LAYOUTS, to_ours
 
 PROVIDER_ALIASES = provider_aliases()  # cpu, cuda, trt, tensorrt (yolo_prune/runtime/backends.py)
 
 _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 class ProviderUnavailableError(RuntimeError):
@@ -53,8 +55,22 @@ def make_session(path: str | os.PathLike, providers=None, threads: int | None = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ONNX file not found (export one with tools/export_onnx.py)")
-    requested = default_providers() if providers is None else list(providers)
-    explicit = providers is not None
+    chain = _provider_chain(default_providers() if providers is None else list(providers), trt_fp16)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=_session_options(threads),
+                                       providers=[n for n, _ in chain], provider_options=[o for _, o in chain])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated exception types
+        raise RuntimeError(f"{path}: onnxruntime could not load the model with providers "
+                           f"{[n for n, _ in chain]}: {e}") from e
+    if providers is not None:  # an explicit request: a provider that did not load is an error
+        _refuse_fallback(chain, session.get_providers())
+    return session
+
+
+def _provider_chain(requested: list, trt_fp16: bool) -> list[tuple[str, dict]]:
+    """[(full provider name, options)], the CPU provider last; refuses a provider this build does not include."""
+    import onnxruntime as ort
+
     chain: list = []
     for p in requested:
         name, options = (p if isinstance(p, (tuple, list)) else (p, None))
@@ -70,32 +86,69 @@ def make_session(path: str | os.PathLike, providers=None, threads: int | None = 
                 f"({ort.__version__}) does not include it; available: {', '.join(available)}")
     if "CPUExecutionProvider" not in [n for n, _ in chain]:
         chain.append(("CPUExecutionProvider", {}))
+    return chain
+
+
+def _session_options(threads: int | None):
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # the fallback warning is replaced by our own check below
+    opts.log_severity_level = 3  # the fallback warning is replaced by our own check (_refuse_fallback)
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return opts
+
+
+def _refuse_fallback(chain: list, used: list) -> None:
+    missing = [n for n, _ in chain if n not in used]
+    if missing:
+        hint = ("no CUDA device visible or the CUDA/cuDNN libraries onnxruntime-gpu needs are missing"
+                if any(m in _GPU_PROVIDERS for m in missing) else "see onnxruntime's log")
+        raise ProviderUnavailableError(
+            f"onnxruntime provider(s) {', '.join(missing)} were requested but could not be initialised "
+            f"({hint}); the session fell back to {', '.join(used)}")
+
+
+def session_runner(session, imgsz: tuple[int, int], batch: int):
+    """One ``session.run`` on a fixed random host batch."""
+    inp = session.get_inputs()[0]
+    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+    feed = {inp.name: np.random.default_rng(0).random((batch, 3, *imgsz), dtype=np.float32).astype(dtype)}
+    return lambda: session.run(None, feed)
+
+
+# --------------------------------------------------------------------------------------------------- profiling
+def profiling_session(path, threads: int | None, prefix: str = "yolo_prune_ortprof"):
+    """A CPU-provider session with onnxruntime's profiler on; read it back with ``kernel_times``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"{prefix}_{os.getpid()}")
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def kernel_times(session) -> list[tuple[str, str, float]]:
+    """Ends ``session``'s profiling: (node name, op type, ms) per kernel call, the trace file deleted.
+
+    Nodes the optimiser fused or created keep their source node's name."""
+    trace = Path(session.end_profiling())
     try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=[n for n, _ in chain],
-                                       provider_options=[o for _, o in chain])
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated exception types
-        raise RuntimeError(f"{path}: onnxruntime could not load the model with providers "
-                           f"{[n for n, _ in chain]}: {e}") from e
-    used = session.get_providers()
-    if explicit:
-        missing = [n for n, _ in chain if n not in used]
-        if missing:
-            hint = ("no CUDA device visible or the CUDA/cuDNN libraries onnxruntime-gpu needs are missing"
-                    if any(m in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for m in missing)
-                    else "see onnxruntime's log")
-            raise ProviderUnavailableError(
-                f"onnxruntime provider(s) {', '.join(missing)} were requested but could not be initialised "
-                f"({hint}); the session fell back to {', '.join(used)}")
-    return session
+        events = json.loads(trace.read_text())
+    finally:
+        trace.unlink(missing_ok=True)
+    suffix = "_kernel_time"
+    return [(str(e["name"])[: -len(suffix)], e.get("args", {}).get("op_name", "?"), e["dur"] / 1000.0)
+            for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(suffix)]
 
 
+# --------------------------------------------------------------------------------------------------- detector
 def read_sidecar(path: str | os.PathLike) -> dict:
     """``model.onnx.json`` written by ``export_onnx`` beside the ONNX file, or {} when absent."""
     side = Path(str(path) + ".json")
@@ -122,7 +175,6 @@ class OrtDetector:
         self.session = make_session(self.path, providers, threads, trt_fp16=trt_fp16)
         self.providers = self.session.get_providers()
         self.meta = read_sidecar(self.path)
-        props = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = _ORT_TO_NUMPY.get(inp.type, np.float32)
@@ -130,6 +182,11 @@ class OrtDetector:
         shape = inp.shape
         self.batch = shape[0] if isinstance(shape[0], int) else None
         self.imgsz = (shape[2], shape[3]) if all(isinstance(s, int) for s in shape[2:4]) else None
+        self._read_description(self.session.get_modelmeta().custom_metadata_map)
+        self.device = torch.device("cpu")
+
+    def _read_description(self, props: dict) -> None:
+        """names, strides, family and output layout: from the sidecar json, else the ONNX metadata."""
         names = self.meta.get("names") or _json_prop(props, "names", self.path)
         if not names:
             raise ValueError(f"{self.path}: class names not found: expected 'names' in {self.path}.json or in the "
@@ -138,12 +195,11 @@ class OrtDetector:
         strides = self.meta.get("strides") or _json_prop(props, "strides", self.path) or []
         self.strides = tuple(int(s) for s in strides)
         self.family = self.meta.get("family") or props.get("family", "")
-        # output0 layout (export.layouts): read back as ours, so every layout scores and benchmarks the same
+        # output0 layout (runtime/layouts.py): read back as ours, so every layout scores and benchmarks the same
         self.layout = self.meta.get("output_layout") or props.get("layout") or "ours"
         if self.layout not in LAYOUTS:
             raise ValueError(f"{self.path}: output layout {self.layout!r} unknown (expected one of "
                              f"{', '.join(LAYOUTS)})")
-        self.device = torch.device("cpu")
 
     @property
     def nc(self) -> int:
