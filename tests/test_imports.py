@@ -19,6 +19,11 @@ ALLOWED = {
     # prune/ never imports train/ (Taylor gets its gradient function from the caller) nor the pipeline
     "prune": {"layers", "graph", "models", "data", "eval", "export", "io", "versions", "runtime"},
     "runtime": set(),
+    # the report draws plain data the pipeline gathers: it reads no stage, model or export module
+    "report": {"io", "plotting"},
+    "plotting": {"io"},
+    # the tools' parsers: below both the tools (commands/) and the pipeline, which writes commands with them
+    "flags": {"prune", "train"},
 }
 # single modules of the core that other packages import: they may only lean on layers/
 # models.validate (the size/structure limits) imports nothing of ours, so the spec may use it
