@@ -1,4 +1,5 @@
-"""The pipeline's settings: yolo_prune/defaults/pipeline.yaml <- a config file <- overrides, every key and value checked."""
+"""The pipeline's settings: yolo_prune/defaults/pipeline.yaml <- a config file <- overrides, every key and value
+checked."""
 from __future__ import annotations
 
 import difflib

@@ -70,7 +70,8 @@ def auto_lr0(optimizer: str, nc: int) -> float:
 
 
 def train_overrides(ctx: Context, section: str, epochs: int, sr: float | None = None) -> dict:
-    """yolo_prune/defaults/train.yaml overrides for one training stage: ``train`` then the stage's section; 'auto' resolved."""
+    """yolo_prune/defaults/train.yaml overrides for one training stage: ``train`` then the stage's section;
+    'auto' resolved."""
     from ..train import config as train_config
 
     cfg = ctx.cfg
@@ -535,8 +536,9 @@ class Quantize(Stage):
         from ..export.quantize import quantize_onnx
 
         cfg, int8 = ctx.cfg, folder / "final.int8.onnx"
-        rep = quantize_onnx(ctx.stages["export"].out("final"), int8, ctx.data, calib_images=cfg["quantize_calib_images"],
-                            keep_fp32=cfg["quantize_keep_fp32"], threads=cfg["threads"], verbose=ctx.progress)
+        rep = quantize_onnx(ctx.stages["export"].out("final"), int8, ctx.data,
+                            calib_images=cfg["quantize_calib_images"], keep_fp32=cfg["quantize_keep_fp32"],
+                            threads=cfg["threads"], verbose=ctx.progress)
         m = evaluate(str(int8), data=str(ctx.data), imgsz=cfg["imgsz"], batch=cfg["eval_batch"], conf=cfg["conf"],
                      iou=cfg["iou"], out=folder, max_images=cfg["eval_max_images"], verbose=False)
         print(f"{int8}: mAP50-95 {m['mAP50-95']:.4f}, kept fp32: {', '.join(rep['kept_fp32_units']) or 'none'}",
