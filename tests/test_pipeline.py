@@ -232,6 +232,7 @@ def _stage_commands(cfg: dict, tmp_path: Path) -> dict:
         if stage.name == "report" or not (stage.planned(cfg) or transfer):
             continue
         commands[stage.name] = stage.command(ctx)
+        assert {tool for tool, _ in _parse(commands[stage.name])} == {stage.tool or "python -c"}, stage.name
         res = _AnyOutput(stage.name, stage.folder(ctx))
         ctx.stages[stage.name] = res
         for role, key in stage.provides.items():

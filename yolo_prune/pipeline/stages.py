@@ -23,6 +23,9 @@ class PipelineError(RuntimeError):
 
 
 class Stage:
+    """One step of the pipeline (the attributes and methods are described above). ``execute`` runs it through
+    the stage cache (``Context.run_cached``) and ``finish`` then registers the model roles it provides; the
+    defaults: always planned, no inputs or parameters, the given data set's signature as its files."""
     name = ""
     tool: str | None = None
     provides: dict = {}  # model role -> output key, e.g. {"pruned": "pruned"}
