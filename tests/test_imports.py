@@ -22,6 +22,11 @@ ALLOWED = {
     "runtime": set(),
     # eval/ runs ONNX files through runtime/, never through export/ (export/ imports eval/, not the reverse)
     "eval": {"layers", "data", "models", "io", "runtime"},
+    # the report draws plain data the pipeline gathers: it reads no stage, model or export module
+    "report": {"io", "plotting"},
+    "plotting": {"io"},
+    # the tools' parsers: below both the tools (commands/) and the pipeline, which writes commands with them
+    "flags": {"prune", "train"},
 }
 # single modules of the core that other packages import: they may only lean on layers/
 # models.validate (the size/structure limits) imports nothing of ours, so the spec may use it

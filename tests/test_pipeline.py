@@ -1,5 +1,8 @@
 """End-to-end pipeline on a tiny synthetic set (imgsz 64, 1 epoch per stage), its report, re-runs and config checks."""
+import importlib
 import json
+import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -60,6 +63,47 @@ def test_end_to_end_outputs_and_report(tiny_run):
     assert report["numbers"]["macs_ratio"] < 0.75  # asked for 0.5x; round_to=8 coarsens it on a 64 px nano model
     gamma = json.loads((out / STAGE_DIRS["prune"] / "gamma.json").read_text())
     assert gamma["removed_count"] > 0 and gamma["threshold"] is not None
+
+
+def _parse(cmd: str) -> list:
+    """[(tool, argparse namespace)] of each command in a ' && ' chain, parsed by the tool's own parser;
+    ("python -c", code) for a python line (its code must compile)."""
+    from yolo_prune.flags import PARSERS
+
+    chains = [[]]
+    for token in shlex.split(cmd):
+        chains.append([]) if token == "&&" else chains[-1].append(token)
+    parsed = []
+    for argv in chains:
+        assert argv[0] == "python", cmd
+        if argv[1] == "-c":
+            compile(argv[2], "<command>", "exec")
+            parsed.append(("python -c", argv[2]))
+            continue
+        m = re.fullmatch(r"tools/(\w+)\.py", argv[1])
+        assert m and m.group(1) in PARSERS, f"{argv[1]}: not a tool with a parser in yolo_prune/flags.py"
+        try:
+            parsed.append((m.group(1), PARSERS[m.group(1)]().parse_args(argv[2:])))
+        except SystemExit:
+            pytest.fail(f"tools/{m.group(1)}.py rejects the pipeline's command: {cmd}")
+    return parsed
+
+
+def test_every_stage_command_in_the_report_parses_with_its_tools_parser(tiny_run):
+    out, cfg, summary = tiny_run
+    commands = dict(json.loads((out / "report.json").read_text())["commands"])
+    assert set(commands) == set(summary["stages"])  # every stage that ran says how to reproduce it
+    parsed = {stage: _parse(cmd) for stage, cmd in commands.items()}
+    assert [t for t, _ in parsed["data"]] == ["python -c"]
+    (tool, prune), = parsed["prune"]
+    assert tool == "prune" and Path(prune.weights) == out / STAGE_DIRS["sparse"] / "sparse.pt"
+    assert prune.target_macs == cfg["target_macs"] and prune.round_to == cfg["round_to"]
+    assert Path(prune.out) == out / STAGE_DIRS["prune"] / "pruned.pt"
+    (tool, ft), = parsed["finetune"]
+    assert tool == "finetune" and ft.epochs == 1 and Path(ft.weights) == out / STAGE_DIRS["prune"] / "pruned.pt"
+    assert [Path(ns.out).name for _, ns in parsed["export"]] == ["baseline.onnx", "final.onnx"]
+    (tool, ev), = parsed["eval_pruned"]
+    assert tool == "eval_coco" and Path(ev.out) == out / STAGE_DIRS["eval_pruned"] and ev.imgsz == 64
 
 
 def test_rerun_after_deleting_finetune_redoes_only_later_stages(tiny_run):
@@ -162,3 +206,98 @@ def test_quantize_stage_adds_an_int8_row_and_reuses_the_earlier_stages(tiny_run)
     with pytest.raises(ValueError, match="exactly one of target_macs, ratio, threshold, target_latency"):
         resolve_config(None, {"target_latency": 0.5, "target_macs": 0.5})
     assert resolve_config(None, {"target_latency": 0.5})["target_macs"] is None
+
+
+class _AnyOutput:
+    """Stands in for a finished stage: every output key names a file in its folder."""
+
+    def __init__(self, name, folder):
+        self.name, self.folder, self.token, self.outputs, self.result = name, folder, "t", {}, {"epochs": 3}
+
+    def out(self, key):
+        return self.folder / f"{key}.out"
+
+
+def _stage_commands(cfg: dict, tmp_path: Path) -> dict:
+    """{stage: command} of every stage ``cfg`` runs, written from stand-in upstream results (nothing is trained)."""
+    from yolo_prune.pipeline.context import Context
+    from yolo_prune.pipeline.run import STAGES, register_given_models
+
+    ctx = Context(cfg, tmp_path / "run", "cpu", False)
+    ctx.data, ctx.nc, ctx.class_names = tmp_path / "data.yaml", 3, {0: "a", 1: "b", 2: "c"}
+    register_given_models(ctx)
+    commands = {}
+    for stage in STAGES:
+        transfer = stage.name == "transfer" and cfg["weights"] is not None  # run when the class count differs
+        if stage.name == "report" or not (stage.planned(cfg) or transfer):
+            continue
+        commands[stage.name] = stage.command(ctx)
+        assert {tool for tool, _ in _parse(commands[stage.name])} == {stage.tool or "python -c"}, stage.name
+        res = _AnyOutput(stage.name, stage.folder(ctx))
+        ctx.stages[stage.name] = res
+        for role, key in stage.provides.items():
+            ctx.models[role] = (res, key)
+    return commands
+
+
+def test_stage_commands_parse_and_carry_the_config_for_every_branch(tmp_path):
+    """The reproduce-commands of branches the tiny run does not take (given weights, ratio / threshold /
+    target_latency, compensate off / reconstruct, taylor, quantize, plain arms) parse and say what the stage does."""
+    from yolo_prune.pipeline.config import resolve_auto
+
+    for name in ("w.pt", "plain.pt", "data.yaml"):
+        (tmp_path / name).write_text("x")
+    given = {"weights": str(tmp_path / "w.pt"), "data": str(tmp_path / "data.yaml")}
+    branches = [
+        {},  # the demo: synthetic data, baseline trained from the yaml
+        {**given, "ratio": 0.3, "local": True, "ignore": ["model.0.*", "a b"], "compensate": "off", "quantize": True,
+         "plain_arm": "train", "threads": 2, "eval_max_images": 5, "epochs_sparse": 2, "sparsity": "l1"},
+        {**given, "threshold": 0.01, "criterion": "taylor", "compensate": "reconstruct",
+         "plain_arm": str(tmp_path / "plain.pt")},
+        {**given, "target_latency": 0.6, "latency_backend": "ort-cpu", "latency_threads": 3, "epochs_finetune": 0},
+    ]
+    for overrides in branches:
+        cfg, _ = resolve_auto(resolve_config(None, overrides), 100)
+        commands = _stage_commands(cfg, tmp_path)
+        parsed = {stage: _parse(cmd) for stage, cmd in commands.items()}
+        (_, prune), = parsed["prune"]
+        target = next(k for k in ("target_macs", "ratio", "threshold", "target_latency") if cfg[k] is not None)
+        assert getattr(prune, target) == cfg[target], commands["prune"]
+        assert prune.criterion == cfg["criterion"] and prune.local == cfg["local"] and prune.ignore == cfg["ignore"]
+        assert prune.no_compensate == (cfg["compensate"] == "off")
+        assert prune.round_to == (None if target == "target_latency" else cfg["round_to"])
+        if target == "target_latency":
+            assert prune.backend == cfg["latency_backend"] and prune.threads == cfg["latency_threads"]
+        assert (prune.calib is not None) == (cfg["compensate"] == "reconstruct")
+        assert (prune.data is not None) == (cfg["criterion"] == "taylor")
+        for stage in ("sparse", "finetune", "plain"):
+            if stage in parsed:
+                (_, train), = parsed[stage]
+                assert train.epochs == cfg["plain_arm_epochs" if stage == "plain" else f"epochs_{stage}"]
+                assert all("=" in item for item in train.set)
+        (_, bench), = parsed["benchmark"]
+        assert len(bench.weights) == (3 if cfg["quantize"] else 2)
+        (_, ev), = parsed["eval_baseline"]
+        assert ev.max_images == cfg["eval_max_images"]
+        assert ("eval_plain" in parsed) == (cfg["plain_arm"] is not None)
+        assert ("transfer" in parsed) == (cfg["weights"] is not None)
+
+
+def test_a_flag_the_tool_does_not_have_is_refused():
+    from yolo_prune.pipeline.commands import tool_command
+
+    assert tool_command("prune", {"weights": "a.pt", "ratio": 0.5, "local": True, "out": "p.pt"}) == \
+        "python tools/prune.py --weights a.pt --ratio 0.5 --local --out p.pt"
+    with pytest.raises(KeyError, match="tools/prune.py has no flag for 'target_flops'"):
+        tool_command("prune", {"weights": "a.pt", "target_flops": 0.5})
+
+
+@pytest.mark.parametrize("tool", ["prune", "sparse_train", "finetune", "eval_coco", "export_onnx", "quantize",
+                                  "benchmark"])
+def test_each_tool_parses_with_the_parser_the_pipeline_writes_commands_with(tool, capsys):
+    from yolo_prune.flags import PARSERS
+
+    module = importlib.import_module(f"yolo_prune.commands.{tool}")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    assert capsys.readouterr().out == PARSERS[tool](module.__doc__).format_help()

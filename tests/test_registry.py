@@ -159,7 +159,7 @@ def test_unknown_criterion_error_lists_the_registry():
     ({"ratio": 0.5, "compensate": "magic"}, "compensate: expected one of"),
 ])
 def test_prune_spec_refuses_out_of_bounds_values_once_for_everyone(kwargs, message):
-    from yolo_prune.pipeline import _check_prune_spec
+    from yolo_prune.pipeline.config import _check_prune_spec
     from yolo_prune.prune.spec import PlanError, PruneSpec
 
     with pytest.raises(PlanError, match=message):

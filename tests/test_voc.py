@@ -180,7 +180,7 @@ def test_auto_defaults_rule():
 
 
 def test_verdict_against_the_plain_arm():
-    from yolo_prune.export.report import _against_plain_arm
+    from yolo_prune.report.verdict import _against_plain_arm
 
     rows = [{"stage": "baseline", "mAP50-95": 0.5}, {"stage": "sparse", "mAP50-95": 0.45},
             {"stage": "pruned", "mAP50-95": 0.45}, {"stage": "fine-tuned", "mAP50-95": 0.47}]

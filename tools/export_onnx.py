@@ -14,36 +14,17 @@ also 'detections' (K, 7): batch_index, x1, y1, x2, y2, class, score after per-cl
 only if onnxruntime reproduces PyTorch (|d| <= 1e-3 + 1e-5 |ref|); names, strides and the export settings go
 into the ONNX metadata and into <out>.json.
 """
-import argparse
 import sys
 from pathlib import Path
 
 if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from yolo_prune.flags import export_onnx_parser  # noqa: E402
+
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", required=True,
-                    help=".pt (ultralytics, yolov5, yolo_prune), model .yaml or darknet .cfg")
-    ap.add_argument("--darknet-weights", default=None, help="darknet .weights for a .cfg")
-    ap.add_argument("--imgsz", type=int, nargs="+", default=[640], help="input size: one value or H W")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
-    ap.add_argument("--opset", type=int, default=17)
-    ap.add_argument("--half", action="store_true", help="fp16 (needs --device cuda)")
-    ap.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
-    ap.add_argument("--nms", action="store_true", help="add an end-to-end NMS output 'detections' (K, 7)")
-    ap.add_argument("--conf", type=float, default=0.25, help="--nms score threshold")
-    ap.add_argument("--iou", type=float, default=0.45, help="--nms IoU threshold")
-    ap.add_argument("--max-det", type=int, default=100, help="--nms boxes kept per class and image")
-    ap.add_argument("--layout", choices=["ours", "ultralytics", "yolov5"], default=None,
-                    help="output0 layout: ours (B, N, 4+nc), ultralytics (B, 4+nc, N) or yolov5 (B, N, 5+nc, "
-                         "objectness apart); default: the model family's own convention")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--verify-providers", nargs="+", default=None,
-                    help="onnxruntime providers for the check (cpu, cuda, trt; default cpu, cuda with --half)")
-    ap.add_argument("--out", required=True, help="output .onnx path (its folder is created)")
+    ap = export_onnx_parser(__doc__)
     args = ap.parse_args(argv)
 
     from yolo_prune.export import ExportError, ProviderUnavailableError, export_onnx

@@ -11,32 +11,19 @@ python tools/finetune.py --weights PRUNED.pt --teacher ORIG.pt --unlabeled IMAGE
 tensor and gets a new class head ("transferred 343/349 tensors, new head for 3 classes"). --data also takes
 a Pascal VOC folder.
 """
-import argparse
 import sys
 from pathlib import Path
 
 if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from yolo_prune.flags import finetune_parser  # noqa: E402
 from yolo_prune.train import finetune  # noqa: E402
-from yolo_prune.train.cli import add_common_args, overrides_from_args, print_summary  # noqa: E402
+from yolo_prune.train.cli import overrides_from_args, print_summary  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p)
-    p.add_argument("--teacher", help="unpruned model for output distillation")
-    p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 1.0)")
-    p.add_argument("--unlabeled", help="label-free distillation from --teacher on these images (folder, list, or "
-                                       "a data yaml's train split); no label is read")
-    p.add_argument("--unlabeled-images", type=int, default=128, help="--unlabeled: number of images (default 128)")
-    p.add_argument("--max-minutes", type=float, help="--unlabeled: stop after this many minutes")
-    p.add_argument("--recalibrate-bn", action="store_true",
-                   help="--unlabeled: re-estimate BN statistics on the images afterwards (default: keep them)")
-    p.add_argument("--engine", choices=["ours", "ultralytics"], default="ours",
-                   help="trainer: ours (default, every family) or ultralytics' own trainer with "
-                        "yolo_prune.integrations.ultralytics.PrunedTrainer (ultralytics models; --set takes "
-                        "ultralytics' argument names)")
+    p = finetune_parser(__doc__)
     args = p.parse_args(argv)
     if args.resume is None and args.out is None:
         p.error("--out DIR is required (or --resume DIR)")

@@ -3,59 +3,19 @@
 
   python tools/prune.py --weights yolov5n.pt --ratio 0.5 --out runs/prune/yolov5n-p50.pt
 """
-import argparse
 import sys
 from pathlib import Path
 
 if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_prune.prune.compensate import MODES  # noqa: E402
-from yolo_prune.prune.importance import criterion_names  # noqa: E402
-from yolo_prune.prune.latency import LATENCY_BACKENDS  # noqa: E402
+from yolo_prune.flags import prune_parser  # noqa: E402
 from yolo_prune.prune.run import prune_checkpoint, summary_table  # noqa: E402
 from yolo_prune.train.taylor import taylor_grad_fn  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", "--model", required=True, help="model file: .pt, .yaml, .cfg or .weights")
-    sel = p.add_mutually_exclusive_group()
-    sel.add_argument("--ratio", type=float, help="fraction of prunable channels to remove (global by default)")
-    sel.add_argument("--threshold", type=float, help="remove channels whose score (|gamma| for bn) is below T")
-    sel.add_argument("--target-macs", type=float, help="remove channels until MACs <= F x the original")
-    sel.add_argument("--target-latency", type=float,
-                     help="remove channels until the latency measured on --backend is <= F x the unpruned model's")
-    p.add_argument("--backend", default="ort-cpu", choices=LATENCY_BACKENDS,
-                   help="--target-latency: runtime the latency is measured on (at --imgsz, batch 1)")
-    p.add_argument("--threads", type=int, default=1, help="--target-latency: intra-op threads while measuring")
-    p.add_argument("--latency-cache", help="--target-latency: folder of cached measurements "
-                                           "(default ~/.cache/yolo_prune/latency)")
-    p.add_argument("--criterion", default="bn", choices=criterion_names(),
-                   help="channel score; recon: greedy OBS, how well the rest stand in after a refit (needs --calib)")
-    p.add_argument("--local", action="store_true", help="apply --ratio per group instead of globally")
-    p.add_argument("--round-to", type=int, default=None,
-                   help="kept widths are multiples of N (default 8; with --target-latency the planner measures "
-                        "the runtime's candidates, e.g. 8 and 16 on CPUs, and keeps the best)")
-    p.add_argument("--min-keep", type=float, default=0.1, help="keep at least this fraction of every group")
-    p.add_argument("--ignore", nargs="*", default=[], help="layer names or globs never to prune")
-    p.add_argument("--config", help="prune.yaml: {layers: {glob: ratio | exclude}}")
-    p.add_argument("--imgsz", type=int, default=640, help="image size for the MACs/params report")
-    p.add_argument("--compensate", default="bias", choices=[m for m in MODES if m != "off"],
-                   help="fold removed channels' constant into the next layer's bias/BN mean (bias), or also "
-                        "correct zero-padded borders with a CompensatedConv2d (exact), or refit every consumer "
-                        "by least squares on unlabeled --calib images (reconstruct)")
-    p.add_argument("--calib", help="unlabeled calibration images: data yaml (train split) or image folder/list")
-    p.add_argument("--calib-images", type=int, default=128, help="number of calibration images (default 128)")
-    p.add_argument("--calib-imgsz", type=int, default=320, help="calibration image size (default 320)")
-    p.add_argument("--no-compensate", action="store_true", help="drop removed channels without compensation")
-    p.add_argument("--mode", default="structured", choices=["structured", "unstructured"])
-    p.add_argument("--amount", type=float, help="unstructured mode: fraction of weights to zero")
-    p.add_argument("--data", help="data yaml (needed by --criterion taylor)")
-    p.add_argument("--show-groups", action="store_true", help="print every channel group and its couplings")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output checkpoint P.pt (P.json is written beside it)")
+    p = prune_parser(__doc__)
     a = p.parse_args(argv)
     if a.mode == "structured" and a.ratio is None and a.threshold is None and a.target_macs is None \
             and a.target_latency is None:

@@ -9,30 +9,16 @@ the evaluator does. --keep-fp32 auto measures each unit's effect on the output (
 the ones that hurt in fp32. Writes model.int8.onnx and model.int8.onnx.json (the fp32 sidecar plus a
 'quantization' section); check it with tools/eval_coco.py and tools/benchmark.py.
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from yolo_prune.flags import quantize_parser  # noqa: E402
+
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", required=True, help="fp32 .onnx exported by tools/export_onnx.py")
-    ap.add_argument("--calib", required=True, help="data yaml, image folder, .txt list or image")
-    ap.add_argument("--calib-images", type=int, default=64, help="images used to calibrate (evenly spread)")
-    ap.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
-    ap.add_argument("--format", default="qdq", choices=["qdq"], help="ONNX quantization format")
-    ap.add_argument("--keep-fp32", default="auto",
-                    help="auto (measured), N (the N most sensitive units), none, or unit names 'decode,model.0'")
-    ap.add_argument("--sensitivity-images", type=int, default=8, help="calibration images scoring sensitivity")
-    ap.add_argument("--calibrate-method", default="minmax", choices=["minmax", "percentile", "entropy"])
-    ap.add_argument("--reduce-range", action="store_true", help="7-bit weights (CPUs without VNNI may saturate)")
-    ap.add_argument("--no-latency-check", action="store_true",
-                    help="do not keep fp32 the units whose int8 kernels measure slower than fp32")
-    ap.add_argument("--imgsz", type=int, default=None, help="input size, only for a dynamic-shape export")
-    ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads for calibration and scoring")
-    ap.add_argument("--out", required=True, help="output .onnx (its .json sidecar is written beside it)")
+    ap = quantize_parser(__doc__)
     args = ap.parse_args(argv)
 
     from yolo_prune.export.quantize import QuantizeError, quantize_onnx, sensitivity_markdown

@@ -9,28 +9,19 @@ Multi-GPU: torchrun --nproc_per_node N tools/sparse_train.py ...
 tensor and gets a new class head ("transferred 343/349 tensors, new head for 3 classes"). --data also takes
 a Pascal VOC folder.
 """
-import argparse
 import sys
 from pathlib import Path
 
 if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from yolo_prune.flags import sparse_train_parser  # noqa: E402
 from yolo_prune.train import sparse_train  # noqa: E402
-from yolo_prune.train.cli import add_common_args, overrides_from_args, print_summary  # noqa: E402
+from yolo_prune.train.cli import overrides_from_args, print_summary  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p)
-    p.add_argument("--sr", type=float, help="L1 strength on BN γ (0 = plain training)")
-    p.add_argument("--sr-schedule", choices=["constant", "linear", "cosine"])
-    p.add_argument("--sr-warmup", type=int, help="epochs of linear sr ramp-up")
-    p.add_argument("--sparsity", choices=["l1", "targeted"],
-                   help="targeted: drive the γ of the channels a --target-macs cut removes to exactly 0")
-    p.add_argument("--target-macs", type=float, help="MACs fraction you will prune to (with --sparsity targeted)")
-    p.add_argument("--round-to", type=int, help="channel multiple of the later cut (tools/prune.py --round-to)")
-    p.add_argument("--teacher", help="distil from this model while training (e.g. the --weights file itself)")
+    p = sparse_train_parser(__doc__)
     args = p.parse_args(argv)
     overrides = overrides_from_args(args, {"sr": args.sr, "sr_schedule": args.sr_schedule,
                                            "sr_warmup": args.sr_warmup, "sparsity": args.sparsity,

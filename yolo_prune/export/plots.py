@@ -3,20 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    from yolo_prune.io import atomic_write
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+from ..plotting import pyplot, save_png
 
 
 def _series(rows, by_architecture: bool = False):
@@ -33,7 +20,7 @@ def _series(rows, by_architecture: bool = False):
 def plot_latency_vs_macs(rows: list[dict], path) -> Path:
     """One marker per model and series (backend x batch x architecture); dashed: latency proportional to MACs
     through the largest-MACs point of the series (the unpruned model), the best pruning can do."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     for i, (name, group) in enumerate(sorted(_series(rows, by_architecture=True).items())):
         color = f"C{i % 10}"
@@ -53,13 +40,13 @@ def plot_latency_vs_macs(rows: list[dict], path) -> Path:
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
     return Path(path)
 
 
 def plot_map_vs_latency(rows: list[dict], path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     for i, (name, group) in enumerate(sorted(_series(rows).items())):
         pts = [(r["latency_ms_median"], r["map50_95"], r["model"]) for r in group if r.get("map50_95") is not None]
@@ -74,6 +61,6 @@ def plot_map_vs_latency(rows: list[dict], path) -> Path:
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
     return Path(path)

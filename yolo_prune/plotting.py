@@ -1,0 +1,19 @@
+"""matplotlib without a display (Agg), PNGs written atomically: what the benchmark and report figures share."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import atomic_write
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
