@@ -61,7 +61,9 @@ def _resolve_compensation(cfg: dict, pretrained: bool, notes: list) -> None:
     if is_auto(cfg.get("criterion")):
         # a trained dense model has no small γ to find: on BCCD (yolov5n M0 0.6148, 0.5x MACs, reconstruct, no
         # training) bn 0.2009, l1 0.3758, recon 0.3971, fpgm 0.4274, l2 0.4373, taylor 0.4513 (docs/BENCHMARKS.md)
-        cfg["criterion"] = "taylor" if cfg["compensate"] == "reconstruct" else "bn"
+        # (a targeted fade picks by |γ|, so the cut after it must too)
+        refit = cfg["compensate"] == "reconstruct" and cfg.get("sparsity") != "targeted"
+        cfg["criterion"] = "taylor" if refit else "bn"
     if cfg.get("finetune_freeze_bn") == "auto":
         cfg["finetune_freeze_bn"] = cfg["compensate"] == "reconstruct"
     if not (pretrained and cfg["compensate"] == "reconstruct"):

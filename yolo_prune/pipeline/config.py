@@ -105,7 +105,8 @@ def _check_prune_spec(cfg: dict) -> None:
 
     try:
         PruneSpec(ratio=cfg["ratio"], threshold=cfg["threshold"], target_macs=cfg["target_macs"],
-                  target_latency=cfg["target_latency"], criterion=cfg["criterion"],
+                  target_latency=cfg["target_latency"],
+                  criterion="bn" if is_auto(cfg["criterion"]) else cfg["criterion"],  # auto: taylor or bn, both valid
                   round_to=None if cfg["target_latency"] is not None else cfg["round_to"],
                   min_keep=float(cfg["min_keep"]), ignore=cfg["ignore"] if isinstance(cfg["ignore"], list) else (),
                   local=bool(cfg["local"]),  # auto becomes bias or reconstruct, both valid
@@ -193,7 +194,7 @@ def _check_training_plan(cfg: dict) -> None:
             raise ValueError("pipeline config 'sparsity': targeted fades the channels a target_macs cut removes; "
                              f"set target_macs, or sparsity: l1 (found ratio={cfg['ratio']}, "
                              f"threshold={cfg['threshold']})")
-        if cfg["criterion"] != "bn":
+        if cfg["criterion"] not in ("bn", "auto"):
             raise ValueError(f"pipeline config 'criterion': sparsity targeted ranks channels by |γ| and the cut must "
                              f"pick the faded (γ = 0) ones, so criterion must be bn; found {cfg['criterion']!r}")
 
