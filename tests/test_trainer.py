@@ -9,6 +9,7 @@ import torch
 from yolo_prune.data.synthetic import make_synthetic
 from yolo_prune.models import load
 from yolo_prune.train import train
+from yolo_prune.train.config import resolve as resolve_cfg
 
 # A 2-step seeded run (2 epochs of one optimizer step each) through every default hook: distillation, L1
 # sparsity, EMA, LR/momentum warm-up, mosaic closing in the last epoch, BN recalibration, γ histogram, checkpoints.
@@ -61,3 +62,52 @@ def test_seeded_two_step_run_matches_the_pre_refactor_loop(syn, tmp_path):
     assert delta == pytest.approx(RECORDED_ABS_DELTA, rel=1e-3)
     if _env() == RECORDED_ENV:
         assert _weights_sha(det) == RECORDED_SHA
+
+
+def test_user_hooks_run_at_their_events_after_the_defaults(syn, tmp_path):
+    """A hook on every event records when it runs: 8 images, batch 4, nbs 8 = 2 batches and 1 step per epoch."""
+    from yolo_prune.train import HOOK_EVENTS, Trainer
+
+    calls = []
+
+    def recorder(event):
+        def hook(state):
+            per_batch = event in ("loss", "after_backward", "before_step", "after_step")
+            calls.append((event, state.epoch, state.step if per_batch else None))
+            if event == "loss":  # a user loss term: it reaches the loss items and results.csv
+                state.loss_items = {**state.loss_items, "extra": 1.0}
+            if event == "save":  # the default checkpoint hook has already written this epoch
+                calls.append(("last.pt epoch", torch.load(state.out_dir / "last.pt", weights_only=True)["meta"]["epoch"]))
+        return hook
+
+    overrides = {**SEEDED, "batch": 4, "sr": 0.0, "bn_recalibrate": 0, "mosaic": 0.0, "close_mosaic": 0,
+                 "warmup_epochs": 0, "ema": False}
+    torch.use_deterministic_algorithms(False)
+    res = train(load("yolov8n.yaml", nc=3), syn, out_dir=tmp_path / "run", overrides=overrides,
+                hooks={e: recorder(e) for e in HOOK_EVENTS})
+    assert not torch.are_deterministic_algorithms_enabled()  # deterministic: true is undone when train returns
+    per_epoch = [("epoch_start", None), ("loss", 0), ("after_backward", 0), ("loss", 1), ("after_backward", 1),
+                 ("before_step", 1), ("after_step", 1), ("before_eval", None), ("epoch_end", None), ("save", None)]
+    expected = [("train_start", 0, None)]
+    for epoch in (0, 1):
+        expected += [(event, epoch, step) for event, step in per_epoch] + [("last.pt epoch", epoch + 1)]
+    assert calls == expected + [("train_end", 1, None)]
+    assert [r["loss_extra"] for r in res["history"]] == [1.0, 1.0]
+    with pytest.raises(KeyError, match="unknown event 'after_epoch'"):
+        train(load("yolov8n.yaml", nc=3), syn, out_dir=tmp_path / "bad", overrides=overrides,
+              hooks={"after_epoch": print})
+
+    trainer = Trainer(load("yolov8n.yaml", nc=3), syn, {**resolve_cfg(overrides), "epochs": 1, "max_steps": 1},
+                      tmp_path / "direct")
+    trainer.add_hook("train_end", lambda s: calls.append(("direct", s.total_step)))
+    assert trainer.fit()["epochs_done"] == 1 and calls[-1] == ("direct", 0)
+
+
+def test_default_hooks_run_before_user_hooks():
+    from yolo_prune.train import Hooks
+
+    order = []
+    hooks = Hooks({"save": lambda s: order.append("user")})
+    hooks.add("save", lambda s: order.append("default"), default=True)
+    hooks.run("save", None)
+    assert order == ["default", "user"]
