@@ -150,6 +150,7 @@ def distill_unlabeled_checkpoint(weights, teacher, unlabeled, out, *, epochs: in
     from ..io import atomic_write_json
     from ..models import load
     from ..models.checkpoint import save
+    from ..models.native import write_native
     from ..prune.reconstruct import calibration_batch
     from ..versions import versions
     out = Path(out)
@@ -167,15 +168,10 @@ def distill_unlabeled_checkpoint(weights, teacher, unlabeled, out, *, epochs: in
             "stage": "distill_unlabeled", "versions": versions()}
     written = [save(student, out, meta=meta)]
     try:
-        if student.family == "ultralytics":
-            from ..models.ultralytics import save_ultralytics_pt
-            written.append(save_ultralytics_pt(student, out.with_suffix(".ultralytics.pt")) or
-                           out.with_suffix(".ultralytics.pt"))
-        elif student.family == "darknet":
-            from ..models.darknet import write_cfg, write_weights
-            written += [write_cfg(student, out.with_suffix(".cfg")), write_weights(student, out.with_suffix(".weights"))]
+        native = write_native(student, out)  # the family's own files, as its registry entry writes them
+        written += native["files"]
         report = {"weights": str(weights), "teacher": str(teacher), "out": str(out), **result, "meta": meta,
-                  "written": [str(p) for p in written]}
+                  "written": [str(p) for p in written], "notes": native["notes"]}
         atomic_write_json(out.with_suffix(".json"), report)
     except BaseException:
         for p in written:
