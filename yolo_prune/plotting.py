@@ -17,3 +17,12 @@ def pyplot():
 
 def save_png(fig, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+
+
+def write_figure(fig, path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (atomically) and close it, also when saving fails; returns the path."""
+    try:
+        save_png(fig, Path(path))
+    finally:
+        pyplot().close(fig)
+    return Path(path)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import yaml
+
 NAMES = ("train.yaml", "pipeline.yaml")
 
 
@@ -22,3 +24,12 @@ def read_text(name: str) -> str:
     if name not in NAMES:
         raise ValueError(f"unknown defaults file {name!r} (expected one of {', '.join(NAMES)})")
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def load(name: str, what: str, file=None) -> dict:
+    """The default settings ``name`` (or the file standing in for it) as a dict; ``what`` names them in the error."""
+    p = Path(file) if file is not None else path(name)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: {what} missing (yolo_prune/defaults/{name} ships with yolo_prune; "
+                                "reinstall the package)")
+    return yaml.safe_load(p.read_text()) or {}

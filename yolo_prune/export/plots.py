@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plotting import pyplot, save_png
+from ..plotting import pyplot, write_figure
 
 
 def _series(rows, by_architecture: bool = False):
@@ -40,9 +40,7 @@ def plot_latency_vs_macs(rows: list[dict], path) -> Path:
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(fontsize=8)
-    save_png(fig, path)
-    plt.close(fig)
-    return Path(path)
+    return write_figure(fig, path)
 
 
 def plot_map_vs_latency(rows: list[dict], path) -> Path:
@@ -61,6 +59,4 @@ def plot_map_vs_latency(rows: list[dict], path) -> Path:
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(fontsize=8)
-    save_png(fig, path)
-    plt.close(fig)
-    return Path(path)
+    return write_figure(fig, path)

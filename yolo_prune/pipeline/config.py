@@ -18,11 +18,7 @@ INT_KEYS = ("imgsz", "batch", "seed", "synthetic_train", "synthetic_val", "synth
 
 
 def load_defaults(path=DEFAULTS_FILE) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: pipeline defaults missing (yolo_prune/defaults/pipeline.yaml ships with "
-                                "yolo_prune; reinstall the package)")
-    return yaml.safe_load(p.read_text()) or {}
+    return _defaults.load("pipeline.yaml", "pipeline defaults", path)
 
 
 def _unknown_key(key: str, known, source: str, where: str = "", listed_in=DEFAULTS_FILE) -> KeyError:

@@ -6,7 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-from ..plotting import pyplot, save_png
+from ..plotting import pyplot, write_figure
 
 PLOTS = {"gamma": "gamma_hist.png", "channels": "kept_channels.png", "map_latency": "map_vs_latency.png",
          "curves": "training_curves.png"}
@@ -62,11 +62,7 @@ def plot_gamma(gamma: dict, path) -> Path:
     ax.set_title("BN γ before / after sparse training")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        save_png(fig, Path(path))
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return write_figure(fig, path)
 
 
 def _short(name: str) -> str:
@@ -109,11 +105,7 @@ def plot_kept_channels(channels: list[tuple[str, int, int]], path) -> Path:
     ax.legend()
     ax.margins(x=0.005)
     fig.tight_layout()
-    try:
-        save_png(fig, Path(path))
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return write_figure(fig, path)
 
 
 def plot_map_latency(rows: list[dict], backend: str, path) -> Path:
@@ -134,11 +126,7 @@ def plot_map_latency(rows: list[dict], backend: str, path) -> Path:
     ax.set_title("mAP vs latency per stage output")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        save_png(fig, Path(path))
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return write_figure(fig, path)
 
 
 def plot_training_curves(curves: dict, path) -> Path:
@@ -172,8 +160,4 @@ def plot_training_curves(curves: dict, path) -> Path:
     for ax in (ax_loss, ax_map):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        save_png(fig, Path(path))
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return write_figure(fig, path)

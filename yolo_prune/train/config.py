@@ -13,11 +13,7 @@ DEFAULTS_FILE = _defaults.path("train.yaml")  # package data: present in every i
 
 
 def load_defaults(path=DEFAULTS_FILE) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: training defaults missing (yolo_prune/defaults/train.yaml ships with "
-                                "yolo_prune; reinstall the package)")
-    return yaml.safe_load(p.read_text()) or {}
+    return _defaults.load("train.yaml", "training defaults", path)
 
 
 def check_keys(overrides: dict, defaults: dict, source: str = "training config") -> None:
