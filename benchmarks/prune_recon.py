@@ -22,7 +22,7 @@ from yolo_prune.eval.coco import evaluate  # noqa: E402
 from yolo_prune.models import load  # noqa: E402
 from yolo_prune.prune import prune_model  # noqa: E402
 from yolo_prune.prune.reconstruct import calibration_batch  # noqa: E402
-from yolo_prune.train.taylor import taylor_grad_fn  # noqa: E402
+from yolo_prune.train.taylor import pseudo_label_grad_fn, taylor_grad_fn  # noqa: E402
 from yolo_prune.versions import versions  # noqa: E402
 
 
@@ -60,14 +60,18 @@ def main():
         rows.append({"row": "unpruned", "target_macs": 1.0, "macs_ratio": 1.0,
                      "mAP50-95": evaluate(base, **ev)["mAP50-95"]})
         print(rows[-1], flush=True)
-    grad_fn = taylor_grad_fn(coco / "data.yaml", imgsz=a.imgsz)
+    # taylor: label-free, against the unpruned model's own detections on the calibration images (the issue's
+    # setting); taylor@labels: coco128 train labels, for reference only
+    grad_fns = {"taylor": pseudo_label_grad_fn(calib), "taylor@labels": taylor_grad_fn(coco / "data.yaml", imgsz=a.imgsz)}
     for tm in a.targets:
         for row in a.rows:
             comp, crit = row.split(":")
+            grad_fn = grad_fns.get(crit)
+            crit = crit.split("@")[0]
             det = copy.deepcopy(base)
             t = time.time()
             rep = prune_model(det, target_macs=tm, criterion=crit, compensate=comp, round_to=a.round_to,
-                              imgsz=a.imgsz, verify=False, grad_fn=grad_fn if crit == "taylor" else None,
+                              imgsz=a.imgsz, verify=False, grad_fn=grad_fn,
                               calib=calib, calib_positions=a.calib_positions, recon_alpha=a.alpha, progress=False)
             prune_s = time.time() - t
             r = evaluate(det, **ev)

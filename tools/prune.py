@@ -11,7 +11,7 @@ if not __package__:  # run as a script from a checkout (python tools/x.py): use 
 
 from yolo_prune.flags import prune_parser  # noqa: E402
 from yolo_prune.prune.run import prune_checkpoint, summary_table  # noqa: E402
-from yolo_prune.train.taylor import taylor_grad_fn  # noqa: E402
+from yolo_prune.train.taylor import grad_fn_for  # noqa: E402
 
 
 def main(argv=None):
@@ -20,9 +20,8 @@ def main(argv=None):
     if a.mode == "structured" and a.ratio is None and a.threshold is None and a.target_macs is None \
             and a.target_latency is None:
         p.error("give one of --ratio, --threshold, --target-macs or --target-latency")
-    grad_fn = None
-    if a.criterion == "taylor" and a.data is not None:  # gradients from a few real batches, with the family's loss
-        grad_fn = taylor_grad_fn(a.data, imgsz=min(a.imgsz, 320))
+    # taylor: the family's loss on a few labelled --data batches, else on --calib images against pseudo-labels
+    grad_fn = grad_fn_for(a.criterion, a.data, a.calib, a.calib_images, a.calib_imgsz, a.imgsz)
     report = prune_checkpoint(
         a.weights, a.out, ratio=a.ratio, criterion=a.criterion, local=a.local, threshold=a.threshold,
         target_macs=a.target_macs, round_to=a.round_to, min_keep=a.min_keep, ignore=a.ignore, config=a.config,

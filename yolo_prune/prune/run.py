@@ -87,8 +87,9 @@ def _prune_unstructured(det, amount, imgsz: int) -> dict:
 def _prune_structured(det, spec: PruneSpec, grad_fn, calib, calib_images: int, calib_imgsz: int, imgsz: int,
                       trace_size: int, seed: int, backend, threads, latency_cache) -> dict:
     if get_criterion(spec.criterion).needs_gradients and grad_fn is None:
-        raise PlanError("--criterion taylor needs --data D.yaml (gradients from a few real batches; library "
-                        "callers pass grad_fn=yolo_prune.train.taylor.taylor_grad_fn(data))")
+        raise PlanError("--criterion taylor needs gradients: --data D.yaml (a few labelled batches) or --calib "
+                        "IMAGES (unlabeled: pseudo-labels from the model itself); library callers pass "
+                        "grad_fn=yolo_prune.train.taylor.grad_fn_for(...)")
     images = None
     recon = spec.compensate == "reconstruct"
     if recon or get_criterion(spec.criterion).needs_calibration:
