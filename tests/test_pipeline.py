@@ -253,7 +253,7 @@ def test_stage_commands_parse_and_carry_the_config_for_every_branch(tmp_path):
         {**given, "ratio": 0.3, "local": True, "ignore": ["model.0.*", "a b"], "compensate": "off", "quantize": True,
          "plain_arm": "train", "threads": 2, "eval_max_images": 5, "epochs_sparse": 2, "sparsity": "l1"},
         {**given, "threshold": 0.01, "criterion": "taylor", "compensate": "reconstruct",
-         "plain_arm": str(tmp_path / "plain.pt")},
+         "plain_arm": str(tmp_path / "plain.pt"), "finetune_distill": 0.2},
         {**given, "target_latency": 0.6, "latency_backend": "ort-cpu", "latency_threads": 3, "epochs_finetune": 0},
     ]
     for overrides in branches:
@@ -275,6 +275,11 @@ def test_stage_commands_parse_and_carry_the_config_for_every_branch(tmp_path):
                 (_, train), = parsed[stage]
                 assert train.epochs == cfg["plain_arm_epochs" if stage == "plain" else f"epochs_{stage}"]
                 assert all("=" in item for item in train.set)
+                distilled = stage == "finetune" and cfg["finetune_distill"] > 0  # the baseline teaches
+                assert (train.teacher is not None) == distilled
+                if distilled:
+                    (_, base), = parsed["eval_baseline"]
+                    assert train.distill_weight == cfg["finetune_distill"] and train.teacher == base.weights
         (_, bench), = parsed["benchmark"]
         assert len(bench.weights) == (3 if cfg["quantize"] else 2)
         (_, ev), = parsed["eval_baseline"]

@@ -193,7 +193,10 @@ def test_verdict_against_the_plain_arm():
     assert "the cut was (nearly) free" in warning and numbers["vs_plain_arm"] == pytest.approx(0.94)
     rows[2]["mAP50-95"] = 0.1
     _, warning = _against_plain_arm("V.", None, {}, rows, {"plain": {"mAP50-95": 0.5}})
-    assert "the cut itself cost 0.3500" in warning
+    assert "the cut itself cost 0.3500" in warning and "sparse-train longer" in warning
+    no_sparse = [rows[0], rows[2], rows[3]]  # reconstruct: no sparse stage, the cut starts from the baseline
+    _, warning = _against_plain_arm("V.", None, {}, no_sparse, {"plain": {"mAP50-95": 0.5}, "compensate": "reconstruct"})
+    assert "the cut cost 0.4000 mAP50-95 even with the least-squares refit" in warning and "finetune_distill" in warning
     text, warning = _against_plain_arm("V.", None, {}, rows, {"plain": None})
     assert "No same-budget plain fine-tune arm was run" in text and warning is None
 

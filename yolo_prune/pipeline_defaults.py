@@ -15,7 +15,9 @@ demo was measured with (2 sparse + 5 fine-tune epochs, plain L1). With ``weights
   slowest possible fade costs the least (coco128: fading a third of yolov5n's channels over 12 epochs, mAP
   0.285 -> 0.000; halving their γ at once, 0.05). The cut then removes exact zeros and costs nothing.
 * BN statistics re-estimated on 16 train batches before every evaluation and save (bn_recalibrate 16): with
-  running statistics lagging a fade, coco128 evaluated at 0.071 instead of 0.213 after one sparse epoch.
+  running statistics lagging a fade, coco128 evaluated at 0.071 instead of 0.213 after one sparse epoch. The
+  batches carry the training augmentation: re-estimated on clean images a mosaic-trained model loses (BCCD
+  yolov5n M0 0.617 -> 0.512), which is what made earlier plain arms look 0.08 worse than M0.
 * SGD with the yolov5 hyperparameters evolved for fine-tuning a pretrained yolov5 on VOC (data/hyps/hyp.VOC.yaml:
   lr0 0.00334, lrf 0.15, momentum 0.75, weight decay 0.00025), one step per batch. The from-scratch AdamW rule
   (lr0 0.002 * 5 / (4 + nc) = 0.00143 for 3 classes) took a BCCD-trained yolov5n to 0.05 mAP after one epoch

@@ -49,14 +49,15 @@ def tool_command(tool: str, values: dict) -> str:
     return shell(tool_argv(tool, values))
 
 
-def train_command(tool: str, weights, data, out, overrides: dict) -> str:
+def train_command(tool: str, weights, data, out, overrides: dict, flags: dict | None = None) -> str:
     """tools/sparse_train.py or tools/finetune.py with the stage's training overrides: the common ones as flags,
-    every other key through ``--set KEY=VALUE``."""
+    every other key through ``--set KEY=VALUE``; ``flags``: more of the tool's own flags (e.g. teacher)."""
     direct = ("epochs", "imgsz", "batch", "device") + (("sr",) if tool == "sparse_train" else ())
     values = {"weights": weights, "data": data, **{k: overrides[k] for k in direct if k != "sr"}}
     if tool == "sparse_train":
         values["sr"] = overrides.get("sr", 0.0)
     values["set"] = [f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in overrides.items()
                      if k not in direct]
+    values.update(flags or {})
     values["out"] = out
     return tool_command(tool, values)

@@ -163,6 +163,9 @@ def _check_choices(cfg: dict) -> None:
     if not (isinstance(cfg["finetune_freeze_bn"], bool) or is_auto(cfg["finetune_freeze_bn"])):
         raise ValueError(f"pipeline config 'finetune_freeze_bn': expected auto, true or false, found "
                          f"{cfg['finetune_freeze_bn']!r}")
+    w = cfg["finetune_distill"]
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+        raise ValueError(f"pipeline config 'finetune_distill': expected a weight >= 0 (0 = off), found {w!r}")
     if int(cfg["calib_images"]) < 1:
         raise ValueError(f"pipeline config 'calib_images': expected >= 1, found {cfg['calib_images']}")
     if not isinstance(cfg["ignore"], list):

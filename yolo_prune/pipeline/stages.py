@@ -430,7 +430,14 @@ class Finetune(Stage):
         o = train_overrides(ctx, "finetune_train", ctx.cfg["epochs_finetune"])
         if ctx.cfg["finetune_freeze_bn"]:  # only the pruned model's fine-tune: the plain arm keeps its recipe
             o.update(freeze_bn=True, bn_recalibrate=0)
+        if self.teacher(ctx) is not None:
+            o["distill_weight"] = float(ctx.cfg["finetune_distill"])
         return o
+
+    @staticmethod
+    def teacher(ctx):
+        """The baseline as the teacher of output distillation, when ``finetune_distill`` > 0."""
+        return ctx.model_path("baseline") if float(ctx.cfg["finetune_distill"]) > 0 else None
 
     def inputs(self, ctx):
         return [ctx.model("pruned")] + ctx.data_up
@@ -442,13 +449,18 @@ class Finetune(Stage):
         from ..train import finetune
 
         pruned = ctx.model_path("pruned")
-        r = finetune(str(pruned), str(ctx.data), out_dir=folder, overrides=self.overrides(ctx))
+        teacher = self.teacher(ctx)
+        r = finetune(str(pruned), str(ctx.data), out_dir=folder, overrides=self.overrides(ctx),
+                     teacher=None if teacher is None else str(teacher))
         check_widths_kept(pruned, folder / "best.pt")
         return ({"best": folder / "best.pt", "last": folder / "last.pt", "results": folder / "results.csv",
                  **native_outputs(r)}, training_result(r))
 
     def command(self, ctx):
-        return train_command(self.tool, ctx.model_path("pruned"), ctx.data, self.folder(ctx), self.overrides(ctx))
+        o = self.overrides(ctx)
+        teacher = self.teacher(ctx)
+        extra = {} if teacher is None else {"teacher": teacher, "distill_weight": o.pop("distill_weight")}
+        return train_command(self.tool, ctx.model_path("pruned"), ctx.data, self.folder(ctx), o, extra)
 
 
 class PlainArm(Stage):

@@ -32,6 +32,23 @@ def verdict(rows: list[dict], backend: str, warn_map_drop: float) -> tuple[str, 
     return text, warning, numbers
 
 
+def _where_it_was_lost(rows: list[dict], data: dict) -> str:
+    """Which stage lost the mAP, and what to change for the chain that ran: the cut is measured from the model
+    it was applied to (the sparse one, else the baseline)."""
+    stage = {r["stage"]: r["mAP50-95"] for r in rows}
+    before_cut = stage.get("sparse", rows[0]["mAP50-95"])
+    lost_in_cut = before_cut - stage.get("pruned", before_cut)
+    if lost_in_cut <= 0.01:
+        return ("the cut was (nearly) free, so the loss is in the fade and the fine-tune: give both more epochs "
+                "(epochs_sparse, epochs_finetune) or prune less (a larger target_macs)")
+    if data.get("compensate") == "reconstruct":
+        return (f"the cut cost {lost_in_cut:.4f} mAP50-95 even with the least-squares refit and the fine-tune did "
+                "not win it back: fine-tune longer (epochs_finetune), distil from the baseline (finetune_distill: "
+                "0.2) or prune less (a larger target_macs)")
+    return (f"the cut itself cost {lost_in_cut:.4f} mAP50-95: sparse-train longer or use sparsity targeted so the "
+            "removed channels are zero, or refit what is removed (compensate: reconstruct)")
+
+
 def _against_plain_arm(text: str, warning: str | None, numbers: dict, rows: list[dict], data: dict):
     """Add the same-budget comparison (or say there is none) and, for a transferred baseline, what it means."""
     final, plain, transfer = rows[-1], data.get("plain"), data.get("transfer")
@@ -50,14 +67,8 @@ def _against_plain_arm(text: str, warning: str | None, numbers: dict, rows: list
                  f"{plain['mAP50-95']:.4f}): {fmt(rel and 100 * rel, '.1f', '?')}%.")
         limit = 1 - float(data.get("warn_plain_drop", 0.02))
         if rel is not None and rel < limit:
-            stage = {r["stage"]: r["mAP50-95"] for r in rows}
-            lost_in_cut = stage.get("sparse", final["mAP50-95"]) - stage.get("pruned", final["mAP50-95"])
-            where = ("the cut itself cost {:.4f} mAP50-95: sparse-train longer or use sparsity targeted so the removed "
-                     "channels are zero".format(lost_in_cut) if lost_in_cut > 0.01 else
-                     "the cut was (nearly) free, so the loss is in the fade and the fine-tune: give both more epochs "
-                     "(epochs_sparse, epochs_finetune) or prune less (a larger target_macs)")
             more = (f"It scores {100 * rel:.1f}% of what the same training without pruning reached, below the "
-                    f"{100 * limit:.0f}% of warn_plain_drop: {where}.")
+                    f"{100 * limit:.0f}% of warn_plain_drop: {_where_it_was_lost(rows, data)}.")
             warning = f"{warning} {more}" if warning else more
     else:
         numbers["vs_plain_arm"] = None

@@ -37,7 +37,8 @@ class Distillation:
 
 class BNRecalibration:
     """``before_eval``: the model that is evaluated and saved gets BN statistics of its own weights, from up to
-    ``max_batches`` batches of ``loader`` (un-augmented train images)."""
+    ``max_batches`` batches of ``loader`` (train images augmented as in training: the statistics the weights
+    were learned under)."""
 
     def __init__(self, loader, device, max_batches: int):
         self.loader, self.device, self.max_batches = loader, device, int(max_batches)
