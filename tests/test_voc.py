@@ -157,11 +157,13 @@ def test_auto_defaults_rule():
     demo, _ = resolve_auto(cfg, 384, load_defaults())
     assert (demo["epochs_sparse"], demo["epochs_finetune"], demo["sparsity"], demo["sr"]) == (2, 5, "l1", 0.001)
     assert (demo["compensate"], demo["finetune_freeze_bn"], demo["criterion"]) == ("bias", False, "bn")
+    assert demo["finetune_distill"] == 0
     cfg["weights"] = "w.pt"  # a trained model (the file is not read here): refit, no sparse stage, frozen BN
     for n_train in (292, 128, 20, 50_000):
         auto, notes = resolve_auto(cfg, n_train, load_defaults())
         assert (auto["compensate"], auto["epochs_sparse"], auto["finetune_freeze_bn"]) == ("reconstruct", 0, True)
         assert auto["criterion"] == "taylor"  # a dense model's |γ| says little about what the refit can replace
+        assert auto["finetune_distill"] == 0.2  # the baseline teaches the refit model
         assert auto["epochs_finetune"] == auto["plain_arm_epochs"] == recon_epochs(n_train) >= 4
     assert any("reconstruct" in n for n in notes)
     assert recon_epochs(292) > recon_epochs(5000)  # small sets get more epochs
@@ -171,6 +173,7 @@ def test_auto_defaults_rule():
         assert (auto["epochs_sparse"], auto["epochs_finetune"]) == split
         assert auto["plain_arm_epochs"] == sum(split)
         assert auto["finetune_freeze_bn"] is False and auto["criterion"] == "bn"  # the fade ranks by |γ|
+        assert auto["finetune_distill"] == 0
     assert (auto["sparsity"], auto["sr"], auto["target_start"], auto["target_zero_at"]) == ("targeted", 0.0, 0, 1.0)
     assert auto["finetune_train"]["optimizer"] == "SGD" and auto["sparse_train"]["bn_recalibrate"] == 16
     assert any("targeted" in n for n in notes)
