@@ -200,6 +200,9 @@ def test_verdict_against_the_plain_arm():
     no_sparse = [rows[0], rows[2], rows[3]]  # reconstruct: no sparse stage, the cut starts from the baseline
     _, warning = _against_plain_arm("V.", None, {}, no_sparse, {"plain": {"mAP50-95": 0.5}, "compensate": "reconstruct"})
     assert "the cut cost 0.4000 mAP50-95 even with the least-squares refit" in warning and "finetune_distill" in warning
+    _, warning = _against_plain_arm("V.", None, {}, no_sparse, {"plain": {"mAP50-95": 0.5}, "compensate": "reconstruct",
+                                                               "finetune_distill": 0.2})
+    assert "fine-tune longer" in warning and "finetune_distill" not in warning  # it is on already
     text, warning = _against_plain_arm("V.", None, {}, rows, {"plain": None})
     assert "No same-budget plain fine-tune arm was run" in text and warning is None
 

@@ -82,7 +82,7 @@ def report_data(ctx: Context, auto_notes: list) -> dict:
         "config": cfg, "environment": json.loads(st["benchmark"].out("bench").read_text()).get("environment", {}),
         "backends": benchmark_backends(cfg), "warn_map_drop": float(cfg["warn_map_drop"]),
         "plain": _plain_row(ctx, latency), "warn_plain_drop": float(cfg["warn_plain_drop"]), "auto_notes": auto_notes,
-        "compensate": cfg["compensate"],
+        "compensate": cfg["compensate"], "finetune_distill": cfg["finetune_distill"],
         "transfer": st["transfer"].result if "transfer" in st else None,
         "prune": {k: prune.result.get(k) for k in ("macs_ratio", "removed_channels", "verification",
                                                    "gamma_threshold", "criterion", "target_macs", "ratio",

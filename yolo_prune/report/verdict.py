@@ -42,9 +42,9 @@ def _where_it_was_lost(rows: list[dict], data: dict) -> str:
         return ("the cut was (nearly) free, so the loss is in the fade and the fine-tune: give both more epochs "
                 "(epochs_sparse, epochs_finetune) or prune less (a larger target_macs)")
     if data.get("compensate") == "reconstruct":
+        distil = "" if data.get("finetune_distill") else ", distil from the baseline (finetune_distill: 0.2)"
         return (f"the cut cost {lost_in_cut:.4f} mAP50-95 even with the least-squares refit and the fine-tune did "
-                "not win it back: fine-tune longer (epochs_finetune), distil from the baseline (finetune_distill: "
-                "0.2) or prune less (a larger target_macs)")
+                f"not win it back: fine-tune longer (epochs_finetune){distil} or prune less (a larger target_macs)")
     return (f"the cut itself cost {lost_in_cut:.4f} mAP50-95: sparse-train longer or use sparsity targeted so the "
             "removed channels are zero, or refit what is removed (compensate: reconstruct)")
 
