@@ -17,6 +17,7 @@ from ..data.coco import category_map, list_images, load_data_yaml, yolo_to_coco
 from ..io import atomic_write_json
 from ..runtime.host import cpu_threads, torch_threads
 from .infer import Timer, make_loader, prepare_model, run_inference
+# pycocotools is imported inside the functions that use it (heavy, not needed to import yolo_prune)
 
 STAT_NAMES = (
     "AP@[.50:.95] all", "AP@.50 all", "AP@.75 all", "AP@[.50:.95] small", "AP@[.50:.95] medium",

@@ -31,6 +31,7 @@ from ..runtime.host import cpu_model
 from ..runtime.ort import session_runner
 from ..runtime.runners import BackendUnavailable, interleaved_times, ort_session, torch_runner
 from .plan import PlanError, PruningPlan, make_plan
+# onnxruntime is imported inside the functions that use it (heavy, not needed to import yolo_prune)
 
 # the runtime registry's (yolo_prune/runtime/backends.py), onnxruntime first: the CLI's order
 LATENCY_BACKENDS = tuple(sorted(backend_names(latency=True), key=lambda n: get_backend(n).engine != "ort"))
