@@ -7,12 +7,8 @@
 Writes DIR/bench.md (also printed), DIR/bench.json, DIR/latency_vs_macs.png and, with --eval, map_vs_latency.png.
 """
 import sys
-from pathlib import Path
 
-if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from yolo_prune.flags import benchmark_parser  # noqa: E402
+from yolo_prune.flags import benchmark_parser
 
 
 def main(argv=None) -> int:

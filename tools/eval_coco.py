@@ -10,10 +10,7 @@ and DIR/metrics.json.
 import sys
 from pathlib import Path
 
-if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from yolo_prune.flags import eval_coco_parser  # noqa: E402
+from yolo_prune.flags import eval_coco_parser
 
 
 def main(argv=None) -> int:

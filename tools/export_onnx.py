@@ -15,12 +15,8 @@ only if onnxruntime reproduces PyTorch (|d| <= 1e-3 + 1e-5 |ref|); names, stride
 into the ONNX metadata and into <out>.json.
 """
 import sys
-from pathlib import Path
 
-if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from yolo_prune.flags import export_onnx_parser  # noqa: E402
+from yolo_prune.flags import export_onnx_parser
 
 
 def main(argv=None) -> int:

@@ -6,12 +6,9 @@
 import sys
 from pathlib import Path
 
-if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from yolo_prune.flags import prune_parser  # noqa: E402
-from yolo_prune.prune.run import prune_checkpoint, summary_table  # noqa: E402
-from yolo_prune.train.taylor import grad_fn_for  # noqa: E402
+from yolo_prune.flags import prune_parser
+from yolo_prune.prune.run import prune_checkpoint, summary_table
+from yolo_prune.train.taylor import grad_fn_for
 
 
 def main(argv=None):

@@ -10,11 +10,8 @@ the ones that hurt in fp32. Writes model.int8.onnx and model.int8.onnx.json (the
 'quantization' section); check it with tools/eval_coco.py and tools/benchmark.py.
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from yolo_prune.flags import quantize_parser  # noqa: E402
+from yolo_prune.flags import quantize_parser
 
 
 def main(argv=None) -> int:

@@ -10,14 +10,10 @@ tensor and gets a new class head ("transferred 343/349 tensors, new head for 3 c
 a Pascal VOC folder.
 """
 import sys
-from pathlib import Path
 
-if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from yolo_prune.flags import sparse_train_parser  # noqa: E402
-from yolo_prune.train import sparse_train  # noqa: E402
-from yolo_prune.train.cli import overrides_from_args, print_summary  # noqa: E402
+from yolo_prune.flags import sparse_train_parser
+from yolo_prune.train import sparse_train
+from yolo_prune.train.cli import overrides_from_args, print_summary
 
 
 def main(argv=None):

@@ -11,9 +11,6 @@ Any tool also takes the VOC folder itself as --data (converted once into runs/ca
 """
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:

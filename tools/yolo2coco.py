@@ -6,10 +6,6 @@
 """
 import argparse
 import sys
-from pathlib import Path
-
-if not __package__:  # run as a script from a checkout (python tools/x.py): use that checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:

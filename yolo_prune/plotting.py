@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .io import atomic_write
+# matplotlib is imported inside the functions that use it (heavy, not needed to import yolo_prune)
 
 
 def pyplot():

@@ -31,6 +31,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from .images import IMG_SUFFIXES, image_size
 
 VERSION = 1  # bump when the conversion's output changes: cached conversions are then redone
@@ -307,27 +309,8 @@ def convert_voc(root, out, train: str | None = None, val: str | None = None, nam
     train, val = train or d_train, val or d_val
     splits = list(dict.fromkeys([train, val]))
     ids = {s: read_split(root, s) for s in splits}
-    anns: dict[str, VocAnnotation] = {}
-    iterator = sorted({i for s in splits for i in ids[s]})
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, desc=f"reading {root.name} annotations", unit="xml")
-    missing = []
-    for image_id in iterator:
-        p = root / "Annotations" / f"{image_id}.xml"
-        if not p.is_file():
-            missing.append(image_id)
-            anns[image_id] = VocAnnotation(p, None, None)
-            continue
-        anns[image_id] = read_annotation(p)
-    if names is None:
-        names = class_names([anns[i] for i in ids[train]], difficult)
-        if not names:
-            raise VocError(f"{root}: the '{train}' annotations name no class; pass the class list (--names)")
-    else:
-        names = [str(n) for n in names]
-        if len(set(names)) != len(names) or not names:
-            raise VocError(f"names: expected distinct class names, found {names}")
+    anns, missing = _read_annotations(root, sorted({i for s in splits for i in ids[s]}), progress)
+    names = _class_list(root, names, [anns[i] for i in ids[train]], train, difficult)
     cls_of = {n: i for i, n in enumerate(names)}
 
     if out.exists() and any(out.iterdir()) and not (out / "voc_report.json").is_file():
@@ -346,29 +329,64 @@ def convert_voc(root, out, train: str | None = None, val: str | None = None, nam
                                    files, counts) for s in splits}
         data = {"path": ".", "train": f"images/{train}", "val": f"images/{val}", "nc": len(names),
                 "names": dict(enumerate(names))}
-        import yaml
         (tmp / "data.yaml").write_text(f"# converted from the VOC folder {root.resolve()} by yolo_prune "
                                        f"(voc2yolo, difficult={difficult})\n" + yaml.safe_dump(data, sort_keys=False))
         report = {"source": str(root.resolve()), "version": VERSION, "train": train, "val": val, "names": names,
                   "difficult": difficult, "splits": stats, "counts": dict(sorted(counts.items())),
                   "files": dict(sorted(files.items()))}
         (tmp / "voc_report.json").write_text(json.dumps(report, indent=1))
-        if out.exists() and not replace:  # a concurrent process (another DDP rank) finished the same conversion
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            if out.exists():
-                shutil.rmtree(out)
-            try:
-                os.replace(tmp, out)
-            except OSError:
-                if replace or not (out / "data.yaml").is_file():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # lost the race to an identical conversion
+        _publish(tmp, out, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     report["data"] = str(out / "data.yaml")
     return report
+
+
+def _read_annotations(root: Path, image_ids: list[str], progress: bool) -> tuple[dict, list[str]]:
+    """({image id: VocAnnotation}, [ids without an annotation file]): a missing file reads as no boxes."""
+    anns: dict[str, VocAnnotation] = {}
+    iterator = image_ids
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(iterator, desc=f"reading {root.name} annotations", unit="xml")
+    missing = []
+    for image_id in iterator:
+        p = root / "Annotations" / f"{image_id}.xml"
+        if not p.is_file():
+            missing.append(image_id)
+            anns[image_id] = VocAnnotation(p, None, None)
+            continue
+        anns[image_id] = read_annotation(p)
+    return anns, missing
+
+
+def _class_list(root: Path, names, train_annotations: list[VocAnnotation], train: str, difficult: str) -> list[str]:
+    """``names`` checked (distinct, not empty), or every class the train annotations use, sorted."""
+    if names is None:
+        names = class_names(train_annotations, difficult)
+        if not names:
+            raise VocError(f"{root}: the '{train}' annotations name no class; pass the class list (--names)")
+    else:
+        names = [str(n) for n in names]
+        if len(set(names)) != len(names) or not names:
+            raise VocError(f"names: expected distinct class names, found {names}")
+    return names
+
+
+def _publish(tmp: Path, out: Path, replace: bool) -> None:
+    """Rename the finished ``tmp`` to ``out`` (replacing an earlier conversion unless ``replace`` is False)."""
+    if out.exists() and not replace:  # a concurrent process (another DDP rank) finished the same conversion
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        if out.exists():
+            shutil.rmtree(out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if replace or not (out / "data.yaml").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # lost the race to an identical conversion
 
 
 def summary(report: dict, max_files: int = 20) -> str:

@@ -17,6 +17,7 @@ import torch
 from .. import offline
 from .labels import parse_labels
 from .sources import list_images, load_data_yaml  # noqa: F401  (load_data_yaml: re-exported for callers)
+# ultralytics (its dataset class, augmentation defaults) is imported where used: heavy, not needed to import us
 
 
 class DataWarning(UserWarning):

@@ -17,6 +17,7 @@ from ..data.coco import category_map, list_images, load_data_yaml, yolo_to_coco
 from ..io import atomic_write_json
 from ..runtime.host import cpu_threads, torch_threads
 from .infer import Timer, make_loader, prepare_model, run_inference
+# pycocotools is imported inside the functions that use it (heavy, not needed to import yolo_prune)
 
 STAT_NAMES = (
     "AP@[.50:.95] all", "AP@.50 all", "AP@.75 all", "AP@[.50:.95] small", "AP@[.50:.95] medium",
@@ -246,14 +247,7 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
     listed, skipped = _listed_images(images, gt, source, max_images)
 
     model = prepare_model(model, device)
-    names = dict(getattr(model, "names", {}) or {})
-    if not names:
-        raise ValueError("model: no class names (.names) to map to the json's categories")
-    cat_ids = {a["category_id"] for a in gt["annotations"]}
-    class_to_cat = category_map(names, gt.get("categories"), cat_ids, source=source)
-    if not gt.get("categories"):  # pycocotools scores only listed categories; name them after the model
-        inv = {v: names[k] for k, v in class_to_cat.items()}
-        gt["categories"] = [{"id": i, "name": inv.get(i, str(i))} for i in sorted(cat_ids | set(inv))]
+    class_to_cat = _class_to_category(model, gt, source)
 
     # batch shapes come from the files' headers (EXIF-rotated, as cv2 decodes them), like yolov5's loader
     loader, fixed = make_loader(model, [p for p, _ in listed], imgsz, batch, pad=0.5)
@@ -298,11 +292,31 @@ def evaluate(model, images=None, ann=None, data=None, imgsz: int = 640, batch: i
         atomic_write_json(out / "predictions.json", predictions, indent=None)
         atomic_write_json(out / "metrics.json", result, indent=None)
     if verbose:
-        sp = result["speed_ms"]
-        print(f"mAP50-95 {result['mAP50-95']:.4f}\nmAP50 {result['mAP50']:.4f}")
-        print(f"Speed: {sp['preprocess']:.1f} ms pre-process, {sp['inference']:.1f} ms inference, "
-              f"{sp['nms']:.1f} ms NMS per image at {size} ({len(scored_ids)} images, batch {batch})")
-        if truncated or skipped:
-            print(f"Images: {len(truncated)} truncated JPEG(s) scored as decoded, {len(skipped)} left out")
+        _print_result(result)
     return result
+
+
+def _class_to_category(model, gt: dict, source: str) -> dict:
+    """{model class: json category id}; a json without categories gets them, named after the model's classes."""
+    names = dict(getattr(model, "names", {}) or {})
+    if not names:
+        raise ValueError("model: no class names (.names) to map to the json's categories")
+    cat_ids = {a["category_id"] for a in gt["annotations"]}
+    class_to_cat = category_map(names, gt.get("categories"), cat_ids, source=source)
+    if not gt.get("categories"):  # pycocotools scores only listed categories; name them after the model
+        inv = {v: names[k] for k, v in class_to_cat.items()}
+        gt["categories"] = [{"id": i, "name": inv.get(i, str(i))} for i in sorted(cat_ids | set(inv))]
+    return class_to_cat
+
+
+def _print_result(result: dict) -> None:
+    """The mAP, speed and left-out lines ``evaluate`` prints when verbose."""
+    sp, settings = result["speed_ms"], result["settings"]
+    print(f"mAP50-95 {result['mAP50-95']:.4f}\nmAP50 {result['mAP50']:.4f}")
+    print(f"Speed: {sp['preprocess']:.1f} ms pre-process, {sp['inference']:.1f} ms inference, "
+          f"{sp['nms']:.1f} ms NMS per image at {settings['imgsz']} ({result['images']} images, "
+          f"batch {settings['batch']})")
+    truncated, skipped = result["truncated_images"], result["skipped"]
+    if truncated or skipped:
+        print(f"Images: {len(truncated)} truncated JPEG(s) scored as decoded, {len(skipped)} left out")
 

@@ -44,11 +44,9 @@ from ..versions import versions
 from .onnx import _imgsz_hw, architecture_id, export_onnx
 from .plots import plot_latency_vs_macs, plot_map_vs_latency
 from .quantize import quantize_onnx
+# onnxruntime is imported inside the functions that use it (heavy, not needed to import yolo_prune)
 
 BACKENDS = backend_names()  # the runtime registry's (yolo_prune/runtime/backends.py)
-# prune/latency.py still imports these from here (cpu_model, BackendUnavailable, interleaved_times, session_runner
-# and torch_runner too); they live in runtime/ now
-_ort_session = ort_session
 
 
 # --------------------------------------------------------------------------------------------------- environment

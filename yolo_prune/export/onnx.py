@@ -40,6 +40,7 @@ from ..runtime.layouts import DESCRIPTIONS, to_ours
 from ..runtime.ort import make_session
 from ..versions import versions
 from .layouts import LayoutModel, check_layout
+# onnx, onnxslim and onnxruntime are imported inside the functions that use them (heavy)
 
 FP32_ATOL = 1e-3
 FP32_RTOL = 1e-5

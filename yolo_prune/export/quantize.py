@@ -35,6 +35,7 @@ from ..eval.coco import select_subset
 from ..eval.infer import LetterboxLoader
 from ..io import atomic_write_text
 from ..runtime.ort import kernel_times, make_session, profiling_session, read_sidecar
+# onnx and onnxruntime.quantization are imported inside the functions that use them (heavy)
 
 FORMATS = ("qdq",)
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")

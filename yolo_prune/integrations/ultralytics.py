@@ -35,6 +35,7 @@ from .. import offline
 offline.apply()  # this module imports ultralytics right away: its settings must be in place first
 from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
 from ultralytics.utils import LOGGER  # noqa: E402
+# matplotlib, ultralytics.YOLO and the modules offline_guards patches are imported when used (heavy)
 
 __all__ = ["PrunedTrainer", "finetune_ultralytics", "offline_guards", "ULTRALYTICS_KEYS"]
 

@@ -268,6 +268,72 @@ def _is_class_like(obj) -> bool:
                             types.MethodType))
 
 
+class _AllowListUnpickler(pickle._Unpickler):
+    """The pure-Python Unpickler with its call opcodes limited; ``_make_pickle_module`` binds a policy and source."""
+    dispatch = dict(pickle._Unpickler.dispatch)
+    source = "pickle"
+
+    @staticmethod
+    def policy(module: str, name: str):
+        return None
+
+    def _refuse(self, what: str):
+        raise RefusedGlobal(f"{self.source}: {what}, so the file was not loaded (nothing was executed)")
+
+    def find_class(self, module, name):
+        module, name = _py3_name(module, name)
+        obj = self.policy(module, name)
+        if obj is None:
+            self._refuse(f"refused global '{module}.{name}': it is not on the allow-list of model and tensor classes")
+        return obj
+
+    def _check_call(self, func):
+        if not _safe_call(func):
+            self._refuse(f"refused call of '{_qualname(func)}': only tensor rebuild helpers and plain containers may "
+                         "be called while loading")
+
+    def load_reduce(self):
+        args = self.stack.pop()
+        self._check_call(self.stack[-1])
+        self.stack[-1] = self.stack[-1](*args)
+
+    def load_inst(self):
+        self._refuse("refused INST opcode (protocol-0 object construction)")
+
+    def load_obj(self):
+        self._refuse("refused OBJ opcode (protocol-1 object construction)")
+
+    def load_newobj(self):
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if not isinstance(cls, type) or cls.__new__ not in (object.__new__, dict.__new__, set.__new__) and \
+                not _safe_call(cls):
+            self._refuse(f"refused NEWOBJ of '{_qualname(cls)}': its __new__ is not the plain object allocator")
+        self.append(cls.__new__(cls, *args))
+
+    def load_newobj_ex(self):
+        self._refuse("refused NEWOBJ_EX opcode (keyword construction is never used by torch.save)")
+
+    def load_build(self):
+        if _is_class_like(self.stack[-2]):
+            self._refuse(f"refused BUILD on '{_qualname(self.stack[-2])}': state may only be set on instances")
+        _check_ndarray_state(self.stack[-2], self.stack[-1], self._refuse)
+        super().load_build()
+
+    def load(self):
+        try:
+            return super().load()
+        except KeyError as e:  # the pure-Python unpickler reports an unknown opcode as a KeyError
+            raise pickle.UnpicklingError(f"invalid pickle opcode or reference {e}") from e
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.INST[0]] = load_inst
+    dispatch[pickle.OBJ[0]] = load_obj
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    dispatch[pickle.BUILD[0]] = load_build
+
+
 def _make_pickle_module(policy: Policy, source: str):
     """A pickle-module stand-in for torch.load whose Unpickler only resolves allowed globals.
 
@@ -277,64 +343,11 @@ def _make_pickle_module(policy: Policy, source: str):
     The pure-Python Unpickler is used because its opcode table can be overridden.
     """
 
-    def refuse(what: str):
-        raise RefusedGlobal(f"{source}: {what}, so the file was not loaded (nothing was executed)")
+    class AllowListUnpickler(_AllowListUnpickler):
+        pass
 
-    class AllowListUnpickler(pickle._Unpickler):
-        dispatch = dict(pickle._Unpickler.dispatch)
-
-        def find_class(self, module, name):
-            module, name = _py3_name(module, name)
-            obj = policy(module, name)
-            if obj is None:
-                refuse(f"refused global '{module}.{name}': it is not on the allow-list of model and tensor classes")
-            return obj
-
-        def _check_call(self, func):
-            if not _safe_call(func):
-                refuse(f"refused call of '{_qualname(func)}': only tensor rebuild helpers and plain containers may "
-                       "be called while loading")
-
-        def load_reduce(self):
-            args = self.stack.pop()
-            self._check_call(self.stack[-1])
-            self.stack[-1] = self.stack[-1](*args)
-
-        def load_inst(self):
-            refuse("refused INST opcode (protocol-0 object construction)")
-
-        def load_obj(self):
-            refuse("refused OBJ opcode (protocol-1 object construction)")
-
-        def load_newobj(self):
-            args = self.stack.pop()
-            cls = self.stack.pop()
-            if not isinstance(cls, type) or cls.__new__ not in (object.__new__, dict.__new__, set.__new__) and \
-                    not _safe_call(cls):
-                refuse(f"refused NEWOBJ of '{_qualname(cls)}': its __new__ is not the plain object allocator")
-            self.append(cls.__new__(cls, *args))
-
-        def load_newobj_ex(self):
-            refuse("refused NEWOBJ_EX opcode (keyword construction is never used by torch.save)")
-
-        def load_build(self):
-            if _is_class_like(self.stack[-2]):
-                refuse(f"refused BUILD on '{_qualname(self.stack[-2])}': state may only be set on instances")
-            _check_ndarray_state(self.stack[-2], self.stack[-1], refuse)
-            super().load_build()
-
-        def load(self):
-            try:
-                return super().load()
-            except KeyError as e:  # the pure-Python unpickler reports an unknown opcode as a KeyError
-                raise pickle.UnpicklingError(f"invalid pickle opcode or reference {e}") from e
-
-        dispatch[pickle.REDUCE[0]] = load_reduce
-        dispatch[pickle.INST[0]] = load_inst
-        dispatch[pickle.OBJ[0]] = load_obj
-        dispatch[pickle.NEWOBJ[0]] = load_newobj
-        dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
-        dispatch[pickle.BUILD[0]] = load_build
+    AllowListUnpickler.policy = staticmethod(policy)
+    AllowListUnpickler.source = source
 
     def load(file, **kwargs):
         return AllowListUnpickler(file, **kwargs).load()

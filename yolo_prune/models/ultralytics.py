@@ -26,6 +26,7 @@ from .safe_pickle import base_policy, import_known, restricted_getattr
 from .transfer import ClassConv
 from .validate import ModelSpecError, check_int, check_yaml_architecture, dry_run, guarded_build, limits, \
     read_yaml_file
+# ultralytics is imported inside the functions that use it (heavy, not needed to import yolo_prune)
 
 __all__ = ["UltralyticsDetector", "load_yaml_model", "resolve_model_yaml", "build_ultralytics",
            "load_ultralytics_pt", "save_ultralytics_pt", "PRUNED_MARKER", "pruned_marker", "mark_pruned",

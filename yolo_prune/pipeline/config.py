@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from .. import defaults as _defaults
+from ..runtime import backend_names
 
 DEFAULTS_FILE = _defaults.path("pipeline.yaml")  # package data: present in every installation
 PRUNE_TARGETS = ("target_macs", "ratio", "threshold", "target_latency")
@@ -203,14 +204,13 @@ def _check_reporting(cfg: dict) -> None:
         raise ValueError(f"pipeline config 'warn_map_drop': expected 0..1, found {cfg['warn_map_drop']}")
     backends = cfg["bench_backends"]
     if backends != "auto":
-        from ..export.benchmark import BACKENDS
-
+        known = backend_names()  # the runtime registry's, as the benchmark's --backends
         if isinstance(backends, str):
             backends = cfg["bench_backends"] = [backends]
-        bad = [b for b in backends if b not in BACKENDS]
+        bad = [b for b in backends if b not in known]
         if bad:
             raise ValueError(f"pipeline config 'bench_backends': unknown {bad}; expected 'auto' or some of "
-                             f"{', '.join(BACKENDS)}")
+                             f"{', '.join(known)}")
 
 
 def _check_input_files(cfg: dict) -> None:

@@ -12,7 +12,9 @@ from ..graph import trace
 from ..layers import layer_widths  # also imported from here by callers
 from .compensate import compensation_constants, fold_constants
 from .importance import get_criterion
+from .latency import LatencyModel, OrtMeasurer, plan_for_latency
 from .plan import PlanError, agp_schedule, make_plan, removed_per_layer, resolve_names
+from .reconstruct import input_statistics, reconstruct
 from .spec import PruneSpec
 from .surgery import apply_plan
 
@@ -66,10 +68,7 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
                                    min_keep=min_keep, ignore=ignore, local=local, overrides=overrides,
                                    compensate=compensate)
     crit = get_criterion(spec.criterion)
-    needs_calib = spec.compensate == "reconstruct" or crit.needs_calibration
-    if needs_calib and calib is None:
-        raise PlanError(f"{'compensate reconstruct' if spec.compensate == 'reconstruct' else 'criterion recon'} "
-                        "needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
+    needs_calib = _needs_calibration(spec, crit, calib)
     ignored = _resolve_layer_names(model, spec)
     g = torch.Generator().manual_seed(seed)
     ref_param = next(model.parameters())
@@ -89,14 +88,10 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
     plan_record = {"groups": {str(gid): pos for gid, pos in plan.remove.items()},
                    "layers": removed_per_layer(graph, plan)}
     t_surgery = time.perf_counter()
-    if spec.compensate != "off":  # reconstruct starts from β compensation: it stays where a layer cannot be refit
-        fold_constants(model, graph, compensation_constants(model, graph, plan, example),
-                       mode="bias" if spec.compensate == "reconstruct" else spec.compensate)
-    apply_plan(model, graph, plan)
+    _compensate_and_cut(model, graph, plan, spec.compensate, example)
     t_recon = time.perf_counter()
     recon = None
     if spec.compensate == "reconstruct":
-        from .reconstruct import reconstruct
         recon = reconstruct(model, reference, graph, plan, calib, max_positions=calib_positions, alpha=recon_alpha,
                             seed=seed, progress=progress)
     t_done = time.perf_counter()
@@ -107,6 +102,31 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
                      widths_before, layer_widths(model))
     report["seconds"] = {"graph": t_plan - t_graph, "plan": t_surgery - t_plan, "surgery": t_recon - t_surgery,
                          "reconstruct": t_done - t_recon, "total": t_done - t0}
+    _add_outcome(report, spec, plan, plan_record, recon, latency)
+    if verify:
+        report["verification"] = _verification(reference, model, trace_size * 2, g)
+    return report
+
+
+def _needs_calibration(spec: PruneSpec, crit, calib) -> bool:
+    """Whether the spec needs calibration images (reconstruct, or a criterion on statistics); an error without."""
+    needs_calib = spec.compensate == "reconstruct" or crit.needs_calibration
+    if needs_calib and calib is None:
+        raise PlanError(f"{'compensate reconstruct' if spec.compensate == 'reconstruct' else 'criterion recon'} "
+                        "needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
+    return needs_calib
+
+
+def _compensate_and_cut(model, graph, plan, compensate: str, example) -> None:
+    """β compensation (unless off) folded into the consumers, then the surgery that removes the planned channels."""
+    if compensate != "off":  # reconstruct starts from β compensation: it stays where a layer cannot be refit
+        fold_constants(model, graph, compensation_constants(model, graph, plan, example),
+                       mode="bias" if compensate == "reconstruct" else compensate)
+    apply_plan(model, graph, plan)
+
+
+def _add_outcome(report: dict, spec: PruneSpec, plan, plan_record: dict, recon, latency) -> None:
+    """The plan, the reconstruction and latency reports (when there are), the removed importance."""
     report["plan"] = plan_record
     if recon is not None:
         report["reconstruction"] = _reconstruction_report(recon)
@@ -114,9 +134,6 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
         report["target_latency"] = spec.target_latency
         report["latency"] = latency
     report["removed_importance"] = plan.removed_importance
-    if verify:
-        report["verification"] = _verification(reference, model, trace_size * 2, g)
-    return report
 
 
 def _resolve_layer_names(model, spec: PruneSpec) -> set:
@@ -166,7 +183,6 @@ def _plan(model, graph, spec: PruneSpec, grad_fn, calib, calib_positions: int, s
         grad_fn(model)
     stats = None
     if crit.needs_calibration:
-        from .reconstruct import input_statistics
         stats = input_statistics(model, graph, calib, calib_positions, seed)
     latency = None
     if spec.target_latency is not None:
@@ -201,8 +217,6 @@ def check_latency_selection(target_latency, ratio=None, threshold=None, target_m
 
 def _plan_latency(model, graph, target, round_to, backend, threads, measurer, cache, imgsz, **plan_kwargs):
     """The latency-targeted plan plus its report: candidates per round_to, probes, predicted ratio."""
-    from .latency import LatencyModel, OrtMeasurer, plan_for_latency
-
     if measurer is None:
         measurer = OrtMeasurer(backend, imgsz=imgsz, threads=threads)
     lat = LatencyModel(model, graph, measurer, cache_dir=cache)

@@ -2,7 +2,7 @@
 
 ``LatencyModel`` is a cost model for ``make_plan`` (the ``target_macs`` mechanism with another cost): the cost of
 a candidate plan is the measured latency of the model pruned by it, as a fraction of the unpruned model's, both
-timed round-robin in the same session (``yolo_prune.export.benchmark.interleaved_times``) so the load of a
+timed round-robin in the same session (``yolo_prune.runtime.runners.interleaved_times``) so the load of a
 shared machine cancels out of the ratio. The planner's binary search along its global importance ranking thus
 measures whole candidate models (about 12 per search), so everything latency does not share with MACs (the head
 and decode, memory-bound activations, the CPU's channel blocking) is in the numbers.
@@ -27,7 +27,11 @@ from pathlib import Path
 from torch import nn
 
 from ..runtime import backend_names, get_backend
+from ..runtime.host import cpu_model
+from ..runtime.ort import session_runner
+from ..runtime.runners import BackendUnavailable, interleaved_times, ort_session, torch_runner
 from .plan import PlanError, PruningPlan, make_plan
+# onnxruntime is imported inside the functions that use it (heavy, not needed to import yolo_prune)
 
 # the runtime registry's (yolo_prune/runtime/backends.py), onnxruntime first: the CLI's order
 LATENCY_BACKENDS = tuple(sorted(backend_names(latency=True), key=lambda n: get_backend(n).engine != "ort"))
@@ -71,16 +75,11 @@ class OrtMeasurer:
         import onnxruntime as ort
         import torch
 
-        from ..export.benchmark import cpu_model
-
         return {"backend": self.backend, "imgsz": self.imgsz, "threads": self.threads, "batch": self.batch,
                 "cpu": cpu_model(), "onnxruntime": ort.__version__, "torch": torch.__version__,
                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
     def _runner(self, model: nn.Module):
-        from ..export.benchmark import _ort_session, session_runner, torch_runner
-        from ..export.benchmark import BackendUnavailable
-
         hw = (self.imgsz, self.imgsz)
         if self.backend == "torch":
             import torch
@@ -95,15 +94,13 @@ class OrtMeasurer:
         path = Path(self._tmp.name) / f"m{self._n}.onnx"
         export_onnx(model, path, imgsz=self.imgsz, batch=self.batch, verbose=False)
         try:
-            session = _ort_session(path, self.backend, self.threads, trt_fp16=True)
+            session = ort_session(path, self.backend, self.threads, trt_fp16=True)
         except BackendUnavailable as e:
             raise PlanError(f"--backend {self.backend}: {e}") from None
         return session_runner(session, hw, self.batch)
 
     def measure(self, reference: nn.Module, candidate: nn.Module) -> tuple[float, float]:
         import torch
-
-        from ..export.benchmark import interleaved_times
 
         if self._ref_id != id(reference):
             self._ref_runner, self._ref_id = self._runner(reference), id(reference)

@@ -283,10 +283,7 @@ def reconstruct(model: nn.Module, reference: nn.Module, graph, plan, images: tor
         x_in = inp[0]
         pos = _pos_tuple(flat.to(x_in.device), (x_in.shape[0], grid[1], grid[2]), dim)
         ref_m = ref_modules[name]
-        n_in = ref_m.in_channels if isinstance(ref_m, nn.Conv2d) else ref_m.in_features
-        n_out = ref_m.out_channels if isinstance(ref_m, nn.Conv2d) else ref_m.out_features
-        kept_in = [i for i in range(n_in) if i not in rm_in.get(name, ())]
-        kept_out = torch.tensor([i for i in range(n_out) if i not in rm_out.get(name, ())], dtype=torch.long)
+        kept_in, kept_out = _kept_channels(ref_m, rm_in.get(name, ()), rm_out.get(name, ()))
         x = _patches(mod, x_in, pos)
         yk = y[:, kept_out].to(x.device)
         w0 = ref_m.weight.detach()[kept_out][:, kept_in] if ref_m.weight.dim() > 1 else ref_m.weight.detach()
@@ -304,14 +301,7 @@ def reconstruct(model: nn.Module, reference: nn.Module, graph, plan, images: tor
             fallback.append(name)
             return
         w, b, stats = res
-        mod.weight.data.copy_(w.reshape(mod.weight.shape).to(mod.weight.dtype))
-        if mod.bias is not None:
-            mod.bias.data.copy_(b.to(mod.bias.dtype))
-        elif ref_bn is not None and ref_bn.running_mean is not None and bn_name in modules:
-            # y_bn = γ (z + b - μ)/σ + β  ==  γ (z - (μ - b))/σ + β: the fitted bias moves into the running mean
-            modules[bn_name].running_mean.copy_(ref_bn.running_mean[kept_out].to(b.device) - b.to(ref_bn.running_mean.dtype))
-        else:
-            mod.bias = nn.Parameter(b.to(mod.weight.dtype), requires_grad=mod.weight.requires_grad)
+        _write_fit(mod, w, b, ref_bn, modules.get(bn_name) if bn_name else None, kept_out)
         layers[name] = stats
 
     out_stats: dict = {}
@@ -332,13 +322,40 @@ def reconstruct(model: nn.Module, reference: nn.Module, graph, plan, images: tor
             h.remove()
         model.train(was)
         bar.close()
+    restandardized = _restandardize_all(out_stats, graph, modules)
+    return {"layers": layers, "fallback": fallback, "images": len(images), "positions": max_positions,
+            "alpha": alpha, "bn_restandardized": len(restandardized)}
+
+
+def _kept_channels(ref_m: nn.Module, removed_in, removed_out) -> tuple:
+    """The reference layer's kept input channels (list) and kept output channels (long tensor)."""
+    n_in = ref_m.in_channels if isinstance(ref_m, nn.Conv2d) else ref_m.in_features
+    n_out = ref_m.out_channels if isinstance(ref_m, nn.Conv2d) else ref_m.out_features
+    kept_in = [i for i in range(n_in) if i not in removed_in]
+    kept_out = torch.tensor([i for i in range(n_out) if i not in removed_out], dtype=torch.long)
+    return kept_in, kept_out
+
+
+def _write_fit(mod: nn.Module, w: torch.Tensor, b: torch.Tensor, ref_bn, bn, kept_out: torch.Tensor) -> None:
+    """The fitted weight into ``mod``; the bias into its own, else into its BN's running mean, else a new one."""
+    mod.weight.data.copy_(w.reshape(mod.weight.shape).to(mod.weight.dtype))
+    if mod.bias is not None:
+        mod.bias.data.copy_(b.to(mod.bias.dtype))
+    elif ref_bn is not None and ref_bn.running_mean is not None and bn is not None:
+        # y_bn = γ (z + b - μ)/σ + β  ==  γ (z - (μ - b))/σ + β: the fitted bias moves into the running mean
+        bn.running_mean.copy_(ref_bn.running_mean[kept_out].to(b.device) - b.to(ref_bn.running_mean.dtype))
+    else:
+        mod.bias = nn.Parameter(b.to(mod.weight.dtype), requires_grad=mod.weight.requires_grad)
+
+
+def _restandardize_all(out_stats: dict, graph, modules: dict) -> list:
+    """The layers whose BN was restandardized to their refit output statistics (``restandardize_bn``)."""
     restandardized = []
     for name, (mean, var) in out_stats.items():
         bn = modules.get(graph.conv_info[name].bn or "")
         if isinstance(bn, nn.modules.batchnorm._BatchNorm) and restandardize_bn(bn, mean, var):
             restandardized.append(name)
-    return {"layers": layers, "fallback": fallback, "images": len(images), "positions": max_positions,
-            "alpha": alpha, "bn_restandardized": len(restandardized)}
+    return restandardized
 
 
 @torch.no_grad()

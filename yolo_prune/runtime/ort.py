@@ -16,6 +16,7 @@ import torch
 
 from .backends import provider_aliases
 from .layouts import LAYOUTS, to_ours
+# onnxruntime is imported inside the functions that use it (heavy, not needed to import yolo_prune)
 
 PROVIDER_ALIASES = provider_aliases()  # cpu, cuda, trt, tensorrt (yolo_prune/runtime/backends.py)
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .backends import get_backend
 from .ort import ProviderUnavailableError, make_session
+# onnxruntime is imported inside the functions that use it (heavy, not needed to import yolo_prune)
 
 
 class CaseSkipped(RuntimeError):

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..models import registry
+# ultralytics' losses are imported inside the functions that use them (heavy, not needed to import yolo_prune)
 
 
 def build_loss(detector, cfg: dict, imgsz: int):

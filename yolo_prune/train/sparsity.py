@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..io import atomic_write
+from ..plotting import pyplot  # matplotlib (Agg) is imported when a figure is drawn
 
 THRESHOLDS = (1e-3, 1e-2, 1e-1)
 
@@ -77,11 +78,9 @@ def gamma_shares(bns: dict[str, nn.BatchNorm2d]) -> dict[str, float]:
 
 def plot_gamma_hist(start: torch.Tensor, end: torch.Tensor, path, title: str = "") -> Path:
     """Overlaid histograms of |γ| at the start and end of training (log-spaced bins), written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     path = Path(path)
     lo = 1e-6
