@@ -275,7 +275,8 @@ def test_stage_commands_parse_and_carry_the_config_for_every_branch(tmp_path):
                 (_, train), = parsed[stage]
                 assert train.epochs == cfg["plain_arm_epochs" if stage == "plain" else f"epochs_{stage}"]
                 assert all("=" in item for item in train.set)
-                distilled = stage == "finetune" and cfg["finetune_distill"] > 0  # the baseline teaches
+                # the baseline teaches, unless a class-count transfer gave it a new, untrained class head
+                distilled = stage == "finetune" and cfg["finetune_distill"] > 0 and "transfer" not in parsed
                 assert (train.teacher is not None) == distilled
                 if distilled:
                     (_, base), = parsed["eval_baseline"]
@@ -306,3 +307,17 @@ def test_each_tool_parses_with_the_parser_the_pipeline_writes_commands_with(tool
     with pytest.raises(SystemExit):
         module.main(["--help"])
     assert capsys.readouterr().out == PARSERS[tool](module.__doc__).format_help()
+
+
+def test_the_baseline_teaches_the_fine_tune_only_when_its_head_is_trained():
+    from types import SimpleNamespace
+
+    from yolo_prune.pipeline.stages import Finetune
+
+    ctx = SimpleNamespace(cfg={"finetune_distill": 0.2}, stages={}, model_path=lambda role: Path(f"{role}.pt"))
+    assert Finetune.teacher(ctx) == Path("baseline.pt")
+    ctx.stages["transfer"] = SimpleNamespace(skipped=False, result={"nc": 3})  # new, untrained class head
+    assert Finetune.teacher(ctx) is None
+    ctx.stages.clear()
+    ctx.cfg["finetune_distill"] = 0
+    assert Finetune.teacher(ctx) is None

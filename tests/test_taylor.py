@@ -37,6 +37,10 @@ def test_pseudo_label_gradients_leave_the_model_as_it_was():
     after = det.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running statistics included
     assert not det.training
+    bn = next(m for m in det.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.train()  # a caller's mixed-mode model comes back exactly as it was, module by module
+    pseudo_label_grad_fn(torch.rand(2, 3, 64, 64), batch=2, conf=0.0)(det)
+    assert bn.training and sum(m.training for m in det.modules()) == 1
 
 
 def test_taylor_prunes_without_labels_from_calibration_images(tmp_path):

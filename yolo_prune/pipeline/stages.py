@@ -436,8 +436,11 @@ class Finetune(Stage):
 
     @staticmethod
     def teacher(ctx):
-        """The baseline as the teacher of output distillation, when ``finetune_distill`` > 0."""
-        return ctx.model_path("baseline") if float(ctx.cfg["finetune_distill"]) > 0 else None
+        """The baseline as the teacher of output distillation, when ``finetune_distill`` > 0 and the baseline is the
+        user's model as trained: after a class-count transfer its class head is new and untrained, so no teacher."""
+        t = ctx.stages.get("transfer")
+        transferred = t is not None and not getattr(t, "skipped", False) and bool(getattr(t, "result", None))
+        return ctx.model_path("baseline") if float(ctx.cfg["finetune_distill"]) > 0 and not transferred else None
 
     def inputs(self, ctx):
         return [ctx.model("pruned")] + ctx.data_up

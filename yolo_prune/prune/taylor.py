@@ -24,7 +24,7 @@ def accumulate_gradients(model, batches: Iterable, loss_fn: Callable, limit: int
         p.requires_grad_(True)
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in bns]
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # per module: a caller's model may mix modes
     model.train()
     try:
         for i, batch in enumerate(batches):
@@ -32,7 +32,8 @@ def accumulate_gradients(model, batches: Iterable, loss_fn: Callable, limit: int
                 break
             loss_fn(model, batch).backward()
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         for m, buffers in zip(bns, saved):

@@ -36,15 +36,16 @@ def taylor_grad_fn(data_yaml, imgsz: int = 320, batches: int = 4, batch: int = 8
 def pseudo_labels(model, images: torch.Tensor, conf: float = 0.25, iou: float = 0.45) -> dict:
     """The model's own detections on ``images`` ((B, 3, H, W) in [0, 1]) as a training batch: boxes with score >=
     ``conf`` after NMS, one class each, normalised cx, cy, w, h (the format of the data loaders' batches)."""
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
             pred = model(images)
             pred = pred[0] if isinstance(pred, (list, tuple)) else pred
-            dets = non_max_suppression(pred, conf=conf, iou=iou)
+            dets = [d.cpu() for d in non_max_suppression(pred, conf=conf, iou=iou)]  # targets live on the CPU
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
     h, w = images.shape[2:]
     scale = images.new_tensor([w, h, w, h])
     idx = torch.cat([torch.full((len(d),), i, dtype=torch.float32) for i, d in enumerate(dets)])
