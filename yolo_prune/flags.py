@@ -53,7 +53,8 @@ def prune_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--no-compensate", action="store_true", help="drop removed channels without compensation")
     p.add_argument("--mode", default="structured", choices=["structured", "unstructured"])
     p.add_argument("--amount", type=float, help="unstructured mode: fraction of weights to zero")
-    p.add_argument("--data", help="data yaml (needed by --criterion taylor)")
+    p.add_argument("--data", help="data yaml: labelled batches for --criterion taylor (without it, taylor uses "
+                                  "pseudo-labels on --calib images)")
     p.add_argument("--show-groups", action="store_true", help="print every channel group and its couplings")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)

@@ -178,7 +178,8 @@ def _plan(model, graph, spec: PruneSpec, grad_fn, calib, calib_positions: int, s
     crit = get_criterion(spec.criterion)
     if crit.needs_gradients:
         if grad_fn is None:
-            raise PlanError("criterion taylor needs gradients from real data: pass --data (grad_fn)")
+            raise PlanError("criterion taylor needs gradients: pass --data (labelled batches) or --calib "
+                            "(pseudo-labels); library callers pass grad_fn")
         model.zero_grad(set_to_none=True)
         grad_fn(model)
     stats = None
