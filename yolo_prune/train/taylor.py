@@ -7,6 +7,8 @@ import torch
 
 from ..data.yolo import build_dataset, build_loader, load_data_yaml
 from ..eval.infer import non_max_suppression
+from ..prune.importance import get_criterion
+from ..prune.reconstruct import calibration_batch
 from ..prune.taylor import accumulate_gradients
 from . import config as train_config
 from .losses import build_loss
@@ -47,9 +49,8 @@ def pseudo_labels(model, images: torch.Tensor, conf: float = 0.25, iou: float = 
         for m, training in modes:
             m.training = training
     h, w = images.shape[2:]
-    scale = images.new_tensor([w, h, w, h])
     idx = torch.cat([torch.full((len(d),), i, dtype=torch.float32) for i, d in enumerate(dets)])
-    xyxy = torch.cat([d[:, :4] for d in dets]).float() / scale.cpu()
+    xyxy = torch.cat([d[:, :4] for d in dets]).float() / torch.tensor([w, h, w, h], dtype=torch.float32)
     cxcywh = torch.cat(((xyxy[:, :2] + xyxy[:, 2:]) / 2, (xyxy[:, 2:] - xyxy[:, :2])), 1).clamp(0, 1)
     return {"img": images, "batch_idx": idx, "cls": torch.cat([d[:, 5] for d in dets]).float().view(-1, 1),
             "bboxes": cxcywh}
@@ -80,8 +81,6 @@ def grad_fn_for(criterion: str, data=None, calib=None, calib_images: int | None 
     """The gradient source of a criterion that needs one (taylor): labelled batches of ``data`` when given, else
     pseudo-labels on the unlabeled ``calib`` images; None when the criterion needs no gradients or neither is
     given (prune_model then says what to pass)."""
-    from ..prune.importance import get_criterion
-    from ..prune.reconstruct import calibration_batch
     if not get_criterion(criterion).needs_gradients:
         return None
     if data is not None:
