@@ -49,7 +49,30 @@ def test_taylor_prunes_without_labels_from_calibration_images(tmp_path):
     for i in range(4):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
     det = _trained_like()
-    grad_fn = grad_fn_for("taylor", data=None, calib=tmp_path, calib_images=4, calib_imgsz=64)
+    grad_fn = grad_fn_for("taylor", data=None, calib=tmp_path, calib_images=4, calib_imgsz=64, conf=0.0)
     assert grad_fn is not None and grad_fn_for("l2", calib=tmp_path) is None
     rep = prune_model(det, ratio=0.3, criterion="taylor", grad_fn=grad_fn, imgsz=64, round_to=1)
     assert rep["macs_ratio"] < 1.0
+
+
+def test_pseudo_labels_with_no_detection_stop_with_what_to_pass():
+    import pytest
+    det = _trained_like()
+    with pytest.raises(ValueError, match=r"detects nothing with confidence >= 1.01 on the 2 --calib images.*--data"):
+        pseudo_label_grad_fn(torch.rand(2, 3, 64, 64), batch=2, conf=1.01)(det)
+
+
+def test_the_prune_report_says_where_taylor_gradients_came_from(tmp_path):
+    import json
+
+    from yolo_prune.models.checkpoint import save
+    from yolo_prune.prune.run import prune_checkpoint
+    src = tmp_path / "m.pt"
+    save(_trained_like(), src)
+    grad_fn = pseudo_label_grad_fn(torch.rand(4, 3, 64, 64), batch=2, conf=0.0)
+    rep = prune_checkpoint(src, tmp_path / "p.pt", ratio=0.3, criterion="taylor", grad_fn=grad_fn, imgsz=64,
+                           round_to=1)
+    info = json.loads((tmp_path / "p.json").read_text())["meta"]["gradients"]
+    assert info["source"] == "pseudo-labels" and info["images"] == 4 and info["detections"] > 0
+    assert rep["meta"]["gradients"] == info
+    assert prune_checkpoint(src, tmp_path / "q.pt", ratio=0.3, criterion="l2", imgsz=64)["meta"]["gradients"] is None

@@ -17,7 +17,8 @@ from .losses import build_loss
 def taylor_grad_fn(data_yaml, imgsz: int = 320, batches: int = 4, batch: int = 8, seed: int = 0):
     """Return ``grad_fn(model)`` that accumulates loss gradients over ``batches`` batches of ``data_yaml``.
 
-    Augmentation is off so the scores depend only on the data and the seed.
+    Augmentation is off so the scores depend only on the data and the seed. ``grad_fn.info`` says where the
+    gradients came from (the prune report records it).
     """
     def grad_fn(model) -> None:
         cfg = train_config.resolve({"imgsz": imgsz, "batch": batch})
@@ -32,6 +33,7 @@ def taylor_grad_fn(data_yaml, imgsz: int = 320, batches: int = 4, batch: int = 8
             return criterion(m(b["img"].to(device).float() / 255), b)[0]
 
         accumulate_gradients(model, loader, loss, batches)
+    grad_fn.info = {"source": "labels", "data": str(data_yaml), "batches": batches, "batch": batch, "imgsz": imgsz}
     return grad_fn
 
 
@@ -61,23 +63,31 @@ def pseudo_label_grad_fn(images: torch.Tensor, batch: int = 8, conf: float = 0.2
     ``prune.reconstruct.calibration_batch``), the targets being the model's own detections before pruning.
 
     At the model's own soft outputs the loss gradient would be zero; against its hard, confident detections it
-    says which weights the detections it makes depend on. No label is read."""
+    says which weights the detections it makes depend on. No label is read. A model that detects nothing on the
+    images gives no targets to score against, so that is an error, not a silent ranking by background alone."""
     def grad_fn(model) -> None:
         cfg = train_config.resolve({"imgsz": int(images.shape[-1]), "batch": batch})
         criterion = build_loss(model, cfg, int(images.shape[-1]))
         device = next(model.parameters()).device
         batches = [pseudo_labels(model, images[i:i + batch].to(device), conf, iou)
                    for i in range(0, len(images), batch)]
+        found = sum(len(b["cls"]) for b in batches)
+        grad_fn.info.update(detections=found)
+        if found == 0:
+            raise ValueError(f"criterion taylor without labels: the model detects nothing with confidence >= {conf} "
+                             f"on the {len(images)} --calib images, so there are no pseudo-labels to take gradients "
+                             "against; pass --data with labelled images, or --calib images of what the model detects")
 
         def loss(m, b):
             return criterion(m(b["img"]), b)[0]
 
         accumulate_gradients(model, batches, loss, len(batches))
+    grad_fn.info = {"source": "pseudo-labels", "images": int(len(images)), "conf": conf, "iou": iou}
     return grad_fn
 
 
 def grad_fn_for(criterion: str, data=None, calib=None, calib_images: int | None = 128, calib_imgsz: int = 320,
-                imgsz: int = 320):
+                imgsz: int = 320, conf: float = 0.25):
     """The gradient source of a criterion that needs one (taylor): labelled batches of ``data`` when given, else
     pseudo-labels on the unlabeled ``calib`` images; None when the criterion needs no gradients or neither is
     given (prune_model then says what to pass)."""
@@ -86,5 +96,5 @@ def grad_fn_for(criterion: str, data=None, calib=None, calib_images: int | None 
     if data is not None:
         return taylor_grad_fn(data, imgsz=min(imgsz, 320))
     if calib is not None:
-        return pseudo_label_grad_fn(calibration_batch(calib, calib_images, calib_imgsz))
+        return pseudo_label_grad_fn(calibration_batch(calib, calib_images, calib_imgsz), conf=conf)
     return None
