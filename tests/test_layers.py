@@ -97,3 +97,16 @@ def test_group_norm_refuses_partial_groups_and_bad_specs():
         apply_layers(GNNet(), {"gn1": {"type": "GroupNorm", "num_groups": 3, "num_channels": 16}})
     with pytest.raises(ValueError, match=r"field 'layers.conv1.groups': expected an integer in 1\.\.\d+, found None"):
         apply_layers(GNNet(), {"conv1": {"type": "Conv2d", "in": 3, "out": 8}})
+
+
+def test_kept_modes_restores_each_modules_own_flag_even_after_an_error():
+    import pytest
+    from torch import nn
+
+    from yolo_prune.layers.modules import kept_modes
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+    net[1].train()  # mixed: eval model with one BN in train mode
+    with pytest.raises(RuntimeError), kept_modes(net):
+        net.train()
+        raise RuntimeError("inside")
+    assert [m.training for m in net.modules()] == [False, False, True]

@@ -1,6 +1,8 @@
 """Layer classes of our own and shape-changing constructors the handlers build pruned layers with."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,3 +79,15 @@ def set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, attr, new)
+
+
+@contextmanager
+def kept_modes(*models: nn.Module):
+    """Restore every module's own train/eval flag on exit: a caller's model may mix modes (eval with one BN in
+    train mode, say), which ``model.train(was_training)`` would flatten."""
+    modes = [(m, m.training) for net in models for m in net.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training

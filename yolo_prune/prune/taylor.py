@@ -11,6 +11,8 @@ from typing import Callable, Iterable
 
 from torch import nn
 
+from ..layers.modules import kept_modes
+
 
 def accumulate_gradients(model, batches: Iterable, loss_fn: Callable, limit: int) -> None:
     """``loss_fn(model, batch).backward()`` for the first ``limit`` batches, in train mode, every parameter
@@ -24,16 +26,14 @@ def accumulate_gradients(model, batches: Iterable, loss_fn: Callable, limit: int
         p.requires_grad_(True)
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in bns]
-    modes = [(m, m.training) for m in model.modules()]  # per module: a caller's model may mix modes
-    model.train()
     try:
-        for i, batch in enumerate(batches):
-            if i >= limit:
-                break
-            loss_fn(model, batch).backward()
+        with kept_modes(model):
+            model.train()
+            for i, batch in enumerate(batches):
+                if i >= limit:
+                    break
+                loss_fn(model, batch).backward()
     finally:
-        for m, training in modes:
-            m.training = training
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         for m, buffers in zip(bns, saved):

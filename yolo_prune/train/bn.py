@@ -11,6 +11,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..layers.modules import kept_modes
+
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable, device=None, max_batches: int | None = None) -> int:
@@ -23,23 +25,23 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, device=None, max_batches
     device = device or next(model.parameters()).device
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.momentum, m.num_batches_tracked.clone())
              for m in bns]
-    modes = {m: m.training for m in model.modules()}  # the model itself included
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch weighs the same
-    model.eval()
-    for m in bns:
-        m.train()
     n = 0
     try:
-        for b in batches:
-            if max_batches is not None and n >= max_batches:
-                break
-            x = b["img"] if isinstance(b, dict) else b
-            x = x.to(device, non_blocking=True)
-            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-            model(x)
-            n += 1
+        with kept_modes(model):
+            model.eval()
+            for m in bns:
+                m.train()
+            for b in batches:
+                if max_batches is not None and n >= max_batches:
+                    break
+                x = b["img"] if isinstance(b, dict) else b
+                x = x.to(device, non_blocking=True)
+                x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+                model(x)
+                n += 1
     finally:
         for m, (mean, var, momentum, tracked) in zip(bns, saved):
             m.momentum = momentum
@@ -47,8 +49,6 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, device=None, max_batches
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(tracked)
-        for m, mode in modes.items():
-            m.training = mode
     return n
 
 

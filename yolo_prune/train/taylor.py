@@ -7,6 +7,7 @@ import torch
 
 from ..data.yolo import build_dataset, build_loader, load_data_yaml
 from ..eval.infer import non_max_suppression
+from ..layers.modules import kept_modes
 from ..prune.importance import get_criterion
 from ..prune.reconstruct import calibration_batch
 from ..prune.taylor import accumulate_gradients
@@ -40,16 +41,11 @@ def taylor_grad_fn(data_yaml, imgsz: int = 320, batches: int = 4, batch: int = 8
 def pseudo_labels(model, images: torch.Tensor, conf: float = 0.25, iou: float = 0.45) -> dict:
     """The model's own detections on ``images`` ((B, 3, H, W) in [0, 1]) as a training batch: boxes with score >=
     ``conf`` after NMS, one class each, normalised cx, cy, w, h (the format of the data loaders' batches)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            pred = model(images)
-            pred = pred[0] if isinstance(pred, (list, tuple)) else pred
-            dets = [d.cpu() for d in non_max_suppression(pred, conf=conf, iou=iou)]  # targets live on the CPU
-    finally:
-        for m, training in modes:
-            m.training = training
+    with kept_modes(model), torch.no_grad():
+        model.eval()
+        pred = model(images)
+        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        dets = [d.cpu() for d in non_max_suppression(pred, conf=conf, iou=iou)]  # targets live on the CPU
     h, w = images.shape[2:]
     idx = torch.cat([torch.full((len(d),), i, dtype=torch.float32) for i, d in enumerate(dets)])
     xyxy = torch.cat([d[:, :4] for d in dets]).float() / torch.tensor([w, h, w, h], dtype=torch.float32)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..layers.modules import kept_modes
 from .bn import freeze_bn_statistics
 from .distill import distill_loss, teacher_mode
 
@@ -59,17 +60,13 @@ def _freeze_bn(model: nn.Module) -> None:
 @torch.no_grad()
 def student_teacher_gap(student: nn.Module, teacher: nn.Module, images: torch.Tensor, batch: int = 16) -> float:
     """Distillation loss per image on un-augmented ``images`` (0 when the student is a copy of the teacher)."""
-    modes = {m: m.training for net in (student, teacher) for m in net.modules()}
-    _freeze_bn(student)
-    _freeze_bn(teacher)
     total = 0.0
-    try:
+    with kept_modes(student, teacher):
+        _freeze_bn(student)
+        _freeze_bn(teacher)
         for s in range(0, len(images), batch):
             x = images[s:s + batch]
             total += float(distill_loss(_raw(student, x), _raw(teacher, x)))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
     return total / len(images)
 
 
