@@ -151,7 +151,8 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
             "amount": amount,
             "compensate": report.get("compensate"), "imgsz": imgsz,
             "calib": None if calib is None else {"source": str(calib), "images": calib_images, "imgsz": calib_imgsz},
-            "gradients": getattr(grad_fn, "info", None) if mode == "structured" and spec.criterion == "taylor" else None,
+            "gradients": getattr(grad_fn, "info", None)
+            if mode == "structured" and get_criterion(spec.criterion).needs_gradients else None,
             "macs_before": report["macs_before"], "macs_after": report["macs_after"],
             "params_before": report["params_before"], "params_after": report["params_after"],
             "versions": versions()}
