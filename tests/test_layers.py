@@ -110,3 +110,16 @@ def test_kept_modes_restores_each_modules_own_flag_even_after_an_error():
         net.train()
         raise RuntimeError("inside")
     assert [m.training for m in net.modules()] == [False, False, True]
+
+
+def test_tracing_and_profiling_keep_a_mixed_mode_model_as_it_was():
+    from torch import nn
+
+    from yolo_prune.eval.profile import profile
+    from yolo_prune.graph.trace import trace
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)).train()
+    net[1].eval()  # training, with frozen BN statistics (the frozen-BN fine-tune's state)
+    before = [m.training for m in net.modules()]
+    trace(net, imgsz=32)
+    profile(net, imgsz=32)
+    assert [m.training for m in net.modules()] == before == [True, True, False, True, True]

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..data.coco import image_size
 from ..io import atomic_write
+from ..layers.modules import kept_modes
 from ..runtime.host import cpu_threads, torch_threads
 from ..runtime.ort import OrtDetector
 
@@ -321,12 +322,9 @@ def fuse_conv_bn(model: nn.Module, example: torch.Tensor | None = None, rtol: fl
     if not (fused or channels_last) or example is None:
         return model
     with torch.inference_mode():
-        was = original.training
-        original.eval()
-        try:
+        with kept_modes(original):
+            original.eval()
             ref = _first(original(example)).float()
-        finally:
-            original.train(was)
         try:
             x = example.contiguous(memory_format=torch.channels_last) if channels_last else example
             got = _first(model(x)).float()

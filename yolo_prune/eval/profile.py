@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..layers import handler_for
+from ..layers.modules import kept_modes
 
 
 @torch.no_grad()
@@ -22,16 +23,15 @@ def profile(model: nn.Module, imgsz: int | tuple[int, int] = 640, batch: int = 1
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if handler_for(m) is not None and handler_for(m).computes]
-    was_training = model.training
     ref = next(iter(model.parameters()), None)
     device = ref.device if ref is not None else "cpu"
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
     try:
-        model.eval()
-        model(torch.zeros(batch, 3, h, w, device=device, dtype=dtype))
+        with kept_modes(model):
+            model.eval()
+            model(torch.zeros(batch, 3, h, w, device=device, dtype=dtype))
     finally:
         for hd in handles:
             hd.remove()
-        model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
     return {"params": int(params), "macs": int(macs), "gflops": 2 * macs / 1e9}

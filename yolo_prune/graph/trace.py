@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..layers import ChannelFlow, Role, handler_for, layer_ops
+from ..layers.modules import kept_modes
 
 aten = torch.ops.aten
 
@@ -531,10 +532,9 @@ def trace(model: nn.Module, example: torch.Tensor | None = None, imgsz: int = 64
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(lambda mod, inp: tracer.push(names[id(mod)])))
         handles.append(m.register_forward_hook(lambda mod, inp, out: tracer.pop(names[id(mod)], inp, out)))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), tracer:
+        with kept_modes(model), torch.no_grad(), tracer:
+            model.eval()
             tracer._set(example, tracer._fresh(example.shape[1], fixed=True))
             out = model(example)
             for t in _flat_tensors(out):
@@ -542,7 +542,6 @@ def trace(model: nn.Module, example: torch.Tensor | None = None, imgsz: int = 64
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return _build_graph(model, tracer, ignore, tuple(example.shape))
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..layers import Role, handler_for
+from ..layers.modules import kept_modes
 from ..models.spec import CompensatedConv2d, set_module
 from .surgery import removal_sets
 
@@ -57,16 +58,15 @@ def compensation_constants(model: nn.Module, graph, plan, example: torch.Tensor)
                 dims = [d for d in range(x.dim()) if d != 1]
                 captured[name] = x.mean(dim=dims) if dims else x
             handles.append(m.register_forward_pre_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        model(example)
+        with kept_modes(model):
+            model.eval()
+            model(example)
     finally:
         for h in handles:
             h.remove()
         for w, i, v in saved:
             w.data[i] = v
-        model.train(was_training)
     return {name: {i: float(captured[name][i]) for i in sorted(idx)}
             for name, idx in rm_in.items() if name in captured}
 

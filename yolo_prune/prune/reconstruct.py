@@ -51,6 +51,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.spec import CompensatedConv2d
+from ..layers.modules import kept_modes
 from .surgery import removal_sets
 
 
@@ -197,16 +198,15 @@ def reference_targets(reference: nn.Module, names: list[str], images: torch.Tens
             checks[name] = _patches(mod, inp[0], tuple(t[:k] for t in local)).float()
 
     handles = [modules[nm].register_forward_hook(lambda m, i, o, nm=nm: hook(m, i, o, nm)) for nm in names]
-    was = reference.training
-    reference.eval()
     try:
-        for start in range(0, n, chunk):
-            state["start"] = start
-            reference(images[start:start + chunk])
+        with kept_modes(reference):
+            reference.eval()
+            for start in range(0, n, chunk):
+                state["start"] = start
+                reference(images[start:start + chunk])
     finally:
         for h in handles:
             h.remove()
-        reference.train(was)
     return {nm: (*plan[nm], torch.cat(got[nm])) for nm in plan}, checks
 
 
@@ -313,14 +313,13 @@ def reconstruct(model: nn.Module, reference: nn.Module, graph, plan, images: tor
 
     handles = [modules[nm].register_forward_pre_hook(lambda m, i, nm=nm: refit(m, i, nm)) for nm in targets]
     handles += [modules[nm].register_forward_hook(lambda m, i, o, nm=nm: record(m, i, o, nm)) for nm in targets]
-    was = model.training
-    model.eval()
     try:
-        model(images)
+        with kept_modes(model):
+            model.eval()
+            model(images)
     finally:
         for h in handles:
             h.remove()
-        model.train(was)
         bar.close()
     restandardized = _restandardize_all(out_stats, graph, modules)
     return {"layers": layers, "fallback": fallback, "images": len(images), "positions": max_positions,
@@ -408,16 +407,15 @@ def input_statistics(model: nn.Module, graph, images: torch.Tensor, max_position
         s[2] = s[2] + v.T @ v
 
     handles = [modules[nm].register_forward_pre_hook(lambda m, i, nm=nm: hook(m, i, nm)) for nm in names]
-    was = model.training
-    model.eval()
     ref = next(model.parameters())
     try:
-        for start in range(0, n, chunk):
-            model(images[start:start + chunk].to(ref.device, ref.dtype))
+        with kept_modes(model):
+            model.eval()
+            for start in range(0, n, chunk):
+                model(images[start:start + chunk].to(ref.device, ref.dtype))
     finally:
         for h in handles:
             h.remove()
-        model.train(was)
     out = {}
     for nm, (cnt, s1, s2) in sums.items():
         mean = s1 / cnt

@@ -95,38 +95,37 @@ def distill_unlabeled(student: nn.Module, teacher: nn.Module, images: torch.Tens
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     t0 = time.time()
     history = [{"epoch": 0, "gap": student_teacher_gap(student, teacher, images, batch), "seconds": 0.0}]
-    was = student.training
     try:
-        for epoch in range(1, epochs + 1):
-            _freeze_bn(student)
-            order = torch.randperm(len(images), generator=gen)
-            run_loss, seen = 0.0, 0
-            bar = tqdm(range(0, len(images), batch), desc=f"distill {epoch}/{epochs}", disable=not progress,
-                       leave=False)
-            for s in bar:
-                x = _augment(images[order[s:s + batch]], gen)
-                with torch.no_grad():
-                    t_raw = _raw(teacher, x)
-                loss = distill_loss(_raw(student, x), t_raw)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 10.0)
-                opt.step()
-                sched.step()
-                run_loss += float(loss.detach())
-                seen += len(x)
-                bar.set_postfix(loss=f"{run_loss / seen:.4f}")
-            history.append({"epoch": epoch, "loss": run_loss / seen,
-                            "gap": student_teacher_gap(student, teacher, images, batch), "seconds": time.time() - t0})
-            if progress:
-                print(f"distill epoch {epoch}/{epochs}: train loss {run_loss / seen:.4f}, "
-                      f"student-teacher gap {history[-1]['gap']:.4f} (start {history[0]['gap']:.4f})", flush=True)
-            if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
-                break
+        with kept_modes(student):  # _freeze_bn leaves BN layers in eval: restore each module's own mode
+            for epoch in range(1, epochs + 1):
+                _freeze_bn(student)
+                order = torch.randperm(len(images), generator=gen)
+                run_loss, seen = 0.0, 0
+                bar = tqdm(range(0, len(images), batch), desc=f"distill {epoch}/{epochs}", disable=not progress,
+                           leave=False)
+                for s in bar:
+                    x = _augment(images[order[s:s + batch]], gen)
+                    with torch.no_grad():
+                        t_raw = _raw(teacher, x)
+                    loss = distill_loss(_raw(student, x), t_raw)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 10.0)
+                    opt.step()
+                    sched.step()
+                    run_loss += float(loss.detach())
+                    seen += len(x)
+                    bar.set_postfix(loss=f"{run_loss / seen:.4f}")
+                gap = student_teacher_gap(student, teacher, images, batch)
+                history.append({"epoch": epoch, "loss": run_loss / seen, "gap": gap, "seconds": time.time() - t0})
+                if progress:
+                    print(f"distill epoch {epoch}/{epochs}: train loss {run_loss / seen:.4f}, "
+                          f"student-teacher gap {history[-1]['gap']:.4f} (start {history[0]['gap']:.4f})", flush=True)
+                if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
+                    break
     finally:
         for p, f in zip(params, flags):
             p.requires_grad_(f)
-        student.train(was)
     if recalibrate_bn:
         from .bn import recalibrate_bn as recal
         recal(student, (images[s:s + batch] for s in range(0, len(images), batch)))
