@@ -40,16 +40,16 @@ TP_ROWS = {  # row name -> (importance factory, global ranking)
 }
 
 
-def tp_prune(tp, base, row, ratio, imgsz, round_to, grad_fn):
-    """A copy of ``base`` pruned by Torch-Pruning at ``ratio``; returns (model, MACs)."""
+def tp_prune(tp, base, row, ratio, imgsz, round_to):
+    """A copy of ``base`` pruned by Torch-Pruning at ``ratio``; returns (model, MACs). A Taylor row's ``base``
+    carries its gradients, which the copy gets too (``deepcopy`` drops ``.grad``)."""
     det = copy.deepcopy(base).eval()
+    for p, q in zip(base.parameters(), det.parameters()):
+        q.grad = None if p.grad is None else p.grad.clone()
     make_imp, global_pruning = TP_ROWS[row]
     modules = dict(det.named_modules())
     ignored = [modules[n] for n in det.head_modules() if n in modules]
     example = torch.zeros(1, 3, imgsz, imgsz)
-    if row == "tp:taylor":
-        det.zero_grad(set_to_none=True)
-        grad_fn(det)
     pruner = tp.pruner.MetaPruner(det, example, importance=make_imp(tp), global_pruning=global_pruning,
                                   pruning_ratio=ratio, ignored_layers=ignored, round_to=round_to)
     pruner.step()
@@ -59,10 +59,13 @@ def tp_prune(tp, base, row, ratio, imgsz, round_to, grad_fn):
 
 def tp_at_target(tp, base, row, target, imgsz, round_to, grad_fn, base_macs, steps=10):
     """Bisect the pruning ratio: the least-pruned Torch-Pruning model whose MACs are <= target x base."""
+    if row == "tp:taylor":  # gradients once, on a copy every bisection step starts from
+        base = copy.deepcopy(base)
+        grad_fn(base)
     lo, hi, best = 0.0, 0.95, None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        det, macs = tp_prune(tp, base, row, mid, imgsz, round_to, grad_fn)
+        det, macs = tp_prune(tp, base, row, mid, imgsz, round_to)
         if macs <= target * base_macs:
             hi, best = mid, (det, macs, mid)
         else:
@@ -83,8 +86,9 @@ def main():
     p.add_argument("--calib", help="calibration images for reconstruct (default: --coco's data.yaml)")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--targets", type=float, nargs="+", default=[0.9, 0.8, 0.7, 0.5])
-    p.add_argument("--rows", nargs="+", default=["tp:l2-local", "tp:l2", "tp:bn", "tp:lamp", "tp:taylor",
-                                                 "ours:bias:l2", "ours:reconstruct:l2", "ours:reconstruct:taylor"])
+    p.add_argument("--rows", nargs="+", default=["tp:l2-local", "tp:l2", "tp:taylor", "ours:bias:l2",
+                                                 "ours:reconstruct:l2", "ours:reconstruct:taylor"],
+                   help=f"tp:IMPORTANCE ({', '.join(k[3:] for k in TP_ROWS)}) or ours:COMPENSATE:CRITERION")
     p.add_argument("--round-to", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/bench/tp_compare")
