@@ -26,7 +26,7 @@ from torch import nn
 
 from ..data.coco import image_size
 from ..io import atomic_write
-from ..layers.modules import kept_modes
+from ..layers import kept_modes
 from ..runtime.host import cpu_threads, torch_threads
 from ..runtime.ort import OrtDetector
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..layers import handler_for
-from ..layers.modules import kept_modes
+from ..layers import kept_modes
 
 
 @torch.no_grad()

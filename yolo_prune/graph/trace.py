@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..layers import ChannelFlow, Role, handler_for, layer_ops
-from ..layers.modules import kept_modes
+from ..layers import kept_modes
 
 aten = torch.ops.aten
 

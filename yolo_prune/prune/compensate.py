@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..layers import Role, handler_for
-from ..layers.modules import kept_modes
+from ..layers import kept_modes
 from ..models.spec import CompensatedConv2d, set_module
 from .surgery import removal_sets
 

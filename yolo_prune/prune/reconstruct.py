@@ -51,7 +51,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.spec import CompensatedConv2d
-from ..layers.modules import kept_modes
+from ..layers import kept_modes
 from .surgery import removal_sets
 
 

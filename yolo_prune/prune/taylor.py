@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 from torch import nn
 
-from ..layers.modules import kept_modes
+from ..layers import kept_modes
 
 
 def accumulate_gradients(model, batches: Iterable, loss_fn: Callable, limit: int) -> None:

@@ -11,7 +11,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..layers.modules import kept_modes
+from ..layers import kept_modes
 
 
 @torch.no_grad()

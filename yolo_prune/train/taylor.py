@@ -7,7 +7,7 @@ import torch
 
 from ..data.yolo import build_dataset, build_loader, load_data_yaml
 from ..eval.infer import non_max_suppression
-from ..layers.modules import kept_modes
+from ..layers import kept_modes
 from ..prune.importance import get_criterion
 from ..prune.reconstruct import calibration_batch
 from ..prune.taylor import accumulate_gradients

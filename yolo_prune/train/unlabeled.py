@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..layers.modules import kept_modes
+from ..layers import kept_modes
 from .bn import freeze_bn_statistics
 from .distill import distill_loss, teacher_mode
 
