@@ -26,6 +26,22 @@ from yolo_prune.train.taylor import pseudo_label_grad_fn, taylor_grad_fn  # noqa
 from yolo_prune.versions import versions  # noqa: E402
 
 
+def _distilled(det, base, calib, a, weight, rep, row, tm, prune_s, ev) -> dict:
+    """A copy of the pruned model distilled label-free (head outputs + ``weight`` × features), scored."""
+    from yolo_prune.train.unlabeled import distill_unlabeled
+    student = copy.deepcopy(det)
+    res = distill_unlabeled(student, copy.deepcopy(base), calib, epochs=a.distill_epochs, batch=16, lr=a.distill_lr,
+                            max_minutes=a.distill_minutes, progress=False, features=weight,
+                            removed=rep["plan"]["layers"])
+    r = evaluate(student, **ev)
+    out = {"row": row + "+distill" + (f"+features{weight:g}" if weight else ""), "target_macs": tm,
+           "macs_ratio": rep["macs_ratio"], "mAP50-95": r["mAP50-95"], "mAP50": r["mAP50"], "prune_s": prune_s,
+           "distill_s": res["seconds"], "distill_epochs": res["epochs"],
+           "gap": [round(h["gap"], 5) for h in res["history"]]}
+    print(out, flush=True)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="../shared/weights/yolov5n.pt")
@@ -44,6 +60,8 @@ def main():
     p.add_argument("--distill-epochs", type=int, default=30)
     p.add_argument("--distill-minutes", type=float, default=8.0)
     p.add_argument("--distill-lr", type=float, default=2e-4)
+    p.add_argument("--distill-features", type=float, nargs="+", default=[0.0],
+                   help="feature-distillation weights to run per distilled row (0: head outputs only)")
     p.add_argument("--out", default="runs/bench/prune_recon")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -84,15 +102,7 @@ def main():
             rows.append(out)
             print({k: v for k, v in out.items() if k != "seconds"}, flush=True)
             if any(abs(float(d.split(":", 1)[0]) - tm) < 1e-9 and d.split(":", 1)[1] == row for d in a.distill):
-                from yolo_prune.train.unlabeled import distill_unlabeled
-                res = distill_unlabeled(det, copy.deepcopy(base), calib, epochs=a.distill_epochs, batch=16,
-                                        lr=a.distill_lr, max_minutes=a.distill_minutes, progress=False)
-                r = evaluate(det, **ev)
-                rows.append({"row": row + "+distill", "target_macs": tm, "macs_ratio": rep["macs_ratio"],
-                             "mAP50-95": r["mAP50-95"], "mAP50": r["mAP50"], "prune_s": prune_s,
-                             "distill_s": res["seconds"], "distill_epochs": res["epochs"],
-                             "gap": [round(h["gap"], 5) for h in res["history"]]})
-                print(rows[-1], flush=True)
+                rows += [_distilled(det, base, calib, a, w, rep, row, tm, prune_s, ev) for w in a.distill_features]
     lines = ["| target MACs | compensation:criterion | MACs ratio | mAP50-95 | prune s (calib+refit) |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['target_macs']:.2f} | {r['row']} | {r['macs_ratio']:.3f} | {r['mAP50-95']:.4f} | "

@@ -257,3 +257,49 @@ def test_label_free_distillation_closes_the_gap(tmp_path):
     assert [h["epoch"] for h in rep["history"]] == [0, 1, 2]
     assert rep["gap_after"] < 0.8 * rep["gap_before"], rep["history"]
     assert abs(student_teacher_gap(student, teacher, imgs) - rep["gap_after"]) < 1e-4 * (1 + rep["gap_after"])
+
+
+def _feature_loss(student, teacher, removed, x):
+    from yolo_prune.train.features import FeatureTaps
+    with torch.no_grad(), FeatureTaps(student, teacher, removed) as taps:
+        student(x), teacher(x)
+        return float(taps.loss())
+
+
+def test_feature_taps_pair_the_kept_channels_of_every_bn():
+    """The plan pairs each pruned BN with its teacher's kept channels: zero loss for a copy and for channels that
+    were cut exactly (constant outputs compensated), positive for a real cut, no hook left behind."""
+    from yolo_prune.train.features import feature_pairs
+    teacher = _randomize_bn(load("yolov5nu.yaml")).eval()
+    x = _images(2, 64)
+    assert _feature_loss(copy.deepcopy(teacher), teacher, None, x) == 0.0
+    exact = copy.deepcopy(teacher)
+    for m in exact.modules():  # half of every BN's channels output a constant: the cut is exact
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data[::2] = 0.0
+    ref = copy.deepcopy(exact)
+    rep = prune_model(exact, threshold=1e-6, criterion="bn", compensate="exact", imgsz=64, verify=False)
+    removed = rep["plan"]["layers"]
+    pairs = feature_pairs(exact, ref, removed)
+    assert {n for n, k in pairs.items() if k is not None} == {n for n in removed if n in pairs}
+    assert len(pairs) == sum(isinstance(m, nn.BatchNorm2d) for m in exact.modules())
+    assert _feature_loss(exact, ref, removed, x) < 1e-8
+    cut = copy.deepcopy(teacher)
+    rep = prune_model(cut, 0.3, criterion="l2", compensate="bias", imgsz=64, verify=False)
+    assert _feature_loss(cut, teacher, rep["plan"]["layers"], x) > 1e-3
+    assert not any(m._forward_hooks for m in cut.modules()) and not any(m._forward_hooks for m in teacher.modules())
+    with pytest.raises(ValueError, match="pass the prune report's plan"):
+        feature_pairs(cut, teacher, None)
+
+
+def test_feature_distillation_lowers_the_feature_error():
+    from yolo_prune.train.unlabeled import distill_unlabeled
+    teacher = _randomize_bn(load("yolov5nu.yaml")).eval()
+    student = copy.deepcopy(teacher)
+    removed = prune_model(student, 0.3, criterion="l2", compensate="bias", imgsz=64, verify=False)["plan"]["layers"]
+    imgs = _images(4, 64)
+    before = _feature_loss(student, teacher, removed, imgs)
+    distill_unlabeled(student, copy.deepcopy(teacher), imgs, epochs=8, batch=4, lr=1e-3, progress=False,
+                      features=1.0, removed=removed, head=0.0)  # a random head's outputs would swamp the term
+    assert _feature_loss(student.eval(), teacher, removed, imgs) < 0.8 * before
+    assert not any(m._forward_hooks for m in student.modules())

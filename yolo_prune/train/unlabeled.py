@@ -15,6 +15,7 @@ Each epoch reports the student-teacher gap: the distillation loss per image on t
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from ..layers import kept_modes
 from .bn import freeze_bn_statistics
 from .distill import distill_loss, teacher_mode
+from .features import FeatureTaps
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, scale: float = 0.25, translate: float = 0.1,
@@ -72,10 +74,13 @@ def student_teacher_gap(student: nn.Module, teacher: nn.Module, images: torch.Te
 
 def distill_unlabeled(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, epochs: int = 10,
                       batch: int = 16, lr: float = 2e-4, weight_decay: float = 0.0, max_minutes: float | None = None,
-                      recalibrate_bn: bool = False, seed: int = 0, progress: bool = True) -> dict:
+                      recalibrate_bn: bool = False, seed: int = 0, progress: bool = True, features: float = 0.0,
+                      removed: dict | None = None, head: float = 1.0) -> dict:
     """Fine-tune ``student`` in place toward ``teacher`` on unlabeled ``images`` ((N, 3, H, W) in [0, 1]).
 
-    AdamW with a cosine schedule; stops early after ``max_minutes``. Returns {"history": [{epoch, gap, loss,
+    AdamW with a cosine schedule; stops early after ``max_minutes``. ``features`` > 0 adds that weight of feature
+    distillation (``features.FeatureTaps``: every BN output against the teacher's kept channels, which
+    ``removed``, the prune plan's ``plan["layers"]``, names); ``head`` weighs the head-output term. Returns {"history": [{epoch, gap, loss,
     seconds}], "gap_before", "gap_after", ...}.
     """
     if images.dim() != 4 or images.shape[1] != 3 or len(images) == 0:
@@ -95,8 +100,9 @@ def distill_unlabeled(student: nn.Module, teacher: nn.Module, images: torch.Tens
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     t0 = time.time()
     history = [{"epoch": 0, "gap": student_teacher_gap(student, teacher, images, batch), "seconds": 0.0}]
+    taps = FeatureTaps(student, teacher, removed) if features > 0 else contextlib.nullcontext()
     try:
-        with kept_modes(student):  # _freeze_bn leaves BN layers in eval: restore each module's own mode
+        with kept_modes(student), taps:  # _freeze_bn leaves BN layers in eval: restore each module's own mode
             for epoch in range(1, epochs + 1):
                 _freeze_bn(student)
                 order = torch.randperm(len(images), generator=gen)
@@ -107,7 +113,9 @@ def distill_unlabeled(student: nn.Module, teacher: nn.Module, images: torch.Tens
                     x = _augment(images[order[s:s + batch]], gen)
                     with torch.no_grad():
                         t_raw = _raw(teacher, x)
-                    loss = distill_loss(_raw(student, x), t_raw)
+                    loss = head * distill_loss(_raw(student, x), t_raw)
+                    if features > 0:
+                        loss = loss + features * len(x) * taps.loss()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, 10.0)
