@@ -288,7 +288,7 @@ def test_feature_taps_pair_the_kept_channels_of_every_bn():
     rep = prune_model(cut, 0.3, criterion="l2", compensate="bias", imgsz=64, verify=False)
     assert _feature_loss(cut, teacher, rep["plan"]["layers"], x) > 1e-3
     assert not any(m._forward_hooks for m in cut.modules()) and not any(m._forward_hooks for m in teacher.modules())
-    with pytest.raises(ValueError, match="pass the prune report's plan"):
+    with pytest.raises(ValueError, match="carries the plan"):
         feature_pairs(cut, teacher, None)
 
 

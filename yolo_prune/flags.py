@@ -85,6 +85,9 @@ def finetune_parser(description: str | None = None) -> argparse.ArgumentParser:
     add_common_args(p)
     p.add_argument("--teacher", help="unpruned model for output distillation")
     p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 1.0)")
+    p.add_argument("--distill-features", type=float,
+                   help="weight of feature distillation: every BN output matched to the teacher's kept channels, "
+                        "paired by the plan prune.py stores in the checkpoint (default 0: off)")
     p.add_argument("--unlabeled", help="label-free distillation from --teacher on these images (folder, list, or "
                                        "a data yaml's train split); no label is read")
     p.add_argument("--unlabeled-images", type=int, default=128, help="--unlabeled: number of images (default 128)")

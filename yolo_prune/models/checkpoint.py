@@ -10,6 +10,8 @@ from ..io import atomic_write
 
 FORMAT = "yolo_prune"
 VERSION = 1
+PLAN_KEY = "prune_plan"  # meta: {layer: output positions removed}, relative to the unpruned model (feature distillation)
+MAX_PLAN_LAYERS, MAX_PLAN_POSITIONS = 1 << 16, 1 << 20
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
@@ -26,8 +28,11 @@ def checkpoint_dict(detector, meta: dict | None = None, **extra) -> dict:
     spec["nc"] = detector.nc
     state = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
              for k, v in detector.state_dict().items()}
+    meta = dict(meta or {})
+    if getattr(detector, "prune_plan", None) and PLAN_KEY not in meta:  # kept through every later stage
+        meta[PLAN_KEY] = detector.prune_plan
     ckpt = {"format": FORMAT, "version": VERSION, "family": detector.family, "spec": spec,
-            "state_dict": state, "names": detector.names, "meta": dict(meta or {})}
+            "state_dict": state, "names": detector.names, "meta": meta}
     ckpt.update(extra)
     return ckpt
 
@@ -80,4 +85,41 @@ def from_checkpoint(ckpt: dict, source: str = "checkpoint", device="cpu"):
         raise ModelSpecError(f"{source}: state_dict tensors do not have the shapes the spec builds (found vs "
                              f"expected): {wrong[:3]}")
     det.load_state_dict(state, strict=True)
+    meta = ckpt.get("meta")
+    det.prune_plan = checked_plan(meta.get(PLAN_KEY), source) if isinstance(meta, dict) else None
     return det.to(device).eval()
+
+
+def checked_plan(plan, source: str) -> dict[str, list[int]] | None:
+    """A checkpoint's prune plan as {layer name: sorted removed positions}, or an error naming what is wrong."""
+    from .validate import ModelSpecError
+
+    if plan is None:
+        return None
+    field = f"{source}: field 'meta.{PLAN_KEY}'"
+    if not isinstance(plan, dict) or len(plan) > MAX_PLAN_LAYERS:
+        raise ModelSpecError(f"{field} expected a mapping of at most {MAX_PLAN_LAYERS} layer names to positions, "
+                             f"found {type(plan).__name__}"[:300])
+    out, total = {}, 0
+    for name, positions in plan.items():
+        if not isinstance(name, str) or not isinstance(positions, (list, tuple)):
+            raise ModelSpecError(f"{field} expected layer name -> list of positions, found {name!r}"[:300])
+        total += len(positions)
+        if total > MAX_PLAN_POSITIONS:
+            raise ModelSpecError(f"{field} expected at most {MAX_PLAN_POSITIONS} positions in all, found more")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in positions):
+            raise ModelSpecError(f"{field}[{name!r}] expected non-negative integers"[:300])
+        out[name] = sorted(set(positions))
+    return out
+
+
+def compose_plans(earlier: dict | None, now: dict, widths_before: dict) -> dict[str, list[int]]:
+    """The plan of two cuts in a row, in the first model's positions. ``now`` indexes the already-cut model,
+    whose output width per layer ``widths_before`` gives ({layer: [in, out]})."""
+    earlier = earlier or {}
+    merged = {k: list(v) for k, v in earlier.items()}
+    for name, positions in now.items():
+        gone = set(earlier.get(name, ()))
+        kept = [i for i in range(int(widths_before[name][1]) + len(gone)) if i not in gone]
+        merged[name] = sorted(gone | {kept[j] for j in positions})
+    return merged

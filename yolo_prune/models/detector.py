@@ -39,6 +39,8 @@ class Detector(nn.Module):
 
     family: str = ""
     head_type: str = ""
+    # {layer: output positions removed} relative to the unpruned model, kept by checkpoints (feature distillation)
+    prune_plan: dict | None = None
 
     def __init__(self, model: nn.Module, names: dict, strides, anchors: torch.Tensor | None = None,
                  spec: dict | None = None):

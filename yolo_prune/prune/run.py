@@ -8,7 +8,7 @@ import yaml
 
 from ..io import atomic_write_json
 from ..models import load
-from ..models.checkpoint import save
+from ..models.checkpoint import compose_plans, save
 from ..models.native import write_native
 from ..versions import versions
 from .api import prune_model, spec_from_arguments
@@ -146,6 +146,9 @@ def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, t
                                    backend, threads, latency_cache)
         criterion, ratio, threshold, target_macs, target_latency = (spec.criterion, spec.ratio, spec.threshold,
                                                                     spec.target_macs, spec.target_latency)
+        # in the unpruned model's positions (composed with an earlier cut's), so that the saved model can be
+        # paired channel for channel with its teacher (train.features)
+        det.prune_plan = compose_plans(det.prune_plan, report["plan"]["layers"], report["widths_before"])
     meta = {"source": str(weights), "mode": mode, "criterion": criterion, "ratio": ratio, "threshold": threshold,
             "target_macs": target_macs, "target_latency": target_latency, "round_to": report.get("round_to", round_to),
             "amount": amount,

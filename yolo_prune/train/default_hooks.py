@@ -22,17 +22,28 @@ from .sparsity import SparsityHook, TargetedSparsity, gammas, plot_gamma_hist
 
 class Distillation:
     """``loss``: adds output distillation towards ``teacher`` (already in ``distill.teacher_mode``), times
-    ``weight``, to the loss, and its value per image to the loss items as ``distill``."""
+    ``weight``, to the loss, and its value per image to the loss items as ``distill``.
 
-    def __init__(self, teacher, weight: float):
+    With ``taps`` (a ``features.FeatureTaps`` over the student and this teacher, entered for the whole run) it
+    also adds ``features_weight`` x the feature loss of the same two forwards, per image as ``distill_feat``."""
+
+    def __init__(self, teacher, weight: float, taps=None, features_weight: float = 0.0):
         self.teacher, self.weight = teacher, float(weight)
+        self.taps, self.features_weight = taps, float(features_weight)
 
     def __call__(self, state: LoopState) -> None:
         with torch.no_grad():
             teacher_raw = self.teacher(state.imgs)
+        n = state.imgs.shape[0]
         d = distill_loss(state.raw, teacher_raw) * self.weight
+        items = {"distill": float(d.detach()) / n}
+        if self.taps is not None:
+            # the taps' loss is a mean over positions; times the batch size it is a sum over images like the rest
+            f = self.taps.loss() * (self.features_weight * n)
+            d = d + f
+            items["distill_feat"] = float(f.detach()) / n
         state.loss = state.loss + d
-        state.loss_items = {**state.loss_items, "distill": float(d.detach()) / state.imgs.shape[0]}
+        state.loss_items = {**state.loss_items, **items}
 
 
 class BNRecalibration:
@@ -95,7 +106,7 @@ def plot_gamma_histogram(state: LoopState) -> Path:
 
 
 def register_defaults(hooks: Hooks, state: LoopState, *, steps_per_epoch: int, teacher=None,
-                      calib_loader=None, device=None) -> TargetedSparsity | None:
+                      calib_loader=None, device=None, taps=None) -> TargetedSparsity | None:
     """Register the Trainer's default hooks for this run's config; returns the targeted-sparsity hook (the
     progress bar and results.csv report how many channels it drives to 0), or None."""
     cfg = state.cfg
@@ -109,7 +120,7 @@ def register_defaults(hooks: Hooks, state: LoopState, *, steps_per_epoch: int, t
         hooks.add("epoch_start", targeted.epoch_start, default=True)
         hooks.add("after_step", targeted.after_step, default=True)
     if teacher is not None:
-        hooks.add("loss", Distillation(teacher, cfg["distill_weight"]), default=True)
+        hooks.add("loss", Distillation(teacher, cfg["distill_weight"], taps, cfg["distill_features"]), default=True)
     if calib_loader is not None:
         hooks.add("before_eval", BNRecalibration(calib_loader, device, cfg["bn_recalibrate"]), default=True)
     hooks.add("save", save_checkpoint, default=True)

@@ -3,7 +3,8 @@
 Head-output distillation gives one weak signal per image; a pruned student still holds a channel subset of its
 teacher at every normalisation layer (the prune plan says which), so each BN output (the pre-activation feature)
 has a dense target: the teacher's same channels. The loss is the mean squared difference per layer, divided by
-the teacher channel's variance on the batch (so layers of every scale weigh alike), averaged over layers. It is
+the teacher channel's variance on the batch (so layers of every scale weigh alike; floored at 1 % of the layer's
+mean variance, so a near-constant channel cannot dominate), averaged over layers. It is
 the reconstruction objective of ``prune.reconstruct`` trained jointly through the whole network instead of one
 layer at a time.
 
@@ -36,7 +37,8 @@ def feature_pairs(student: nn.Module, teacher: nn.Module, removed: dict | None) 
         kept = [i for i in range(t.num_features) if i not in gone]
         if len(kept) != s.num_features:
             raise ValueError(f"feature distillation: {name} has {s.num_features} channels, the teacher "
-                             f"{t.num_features} and the plan removes {len(gone)}: pass the prune report's plan")
+                             f"{t.num_features} and the plan removes {len(gone)}: the student must be a checkpoint written by "
+                             "prune.py (it carries the plan) pruned from this teacher")
         pairs[name] = None if not gone else torch.tensor(kept, dtype=torch.long)
     if not pairs:
         raise ValueError("feature distillation: student and teacher share no normalisation layer by name")
@@ -88,7 +90,9 @@ class FeatureTaps:
             t = teacher[name].detach().float()
             t = t if kept is None else t.index_select(1, kept.to(t.device))
             s = student[name].float()
-            var = t.var(dim=(0, 2, 3), keepdim=True, unbiased=False).clamp(min=1e-4)
+            var = t.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
+            # a near-constant teacher channel would otherwise outweigh the whole layer: floor at 1 % of its mean
+            var = var.clamp(min=float(var.mean()) * 1e-2 + 1e-8)
             term = ((s - t) ** 2 / var).mean()
             total = term if total is None else total + term
         self.clear()

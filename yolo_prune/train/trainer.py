@@ -26,6 +26,7 @@ from ..data.yolo import augment_hyp, build_dataset, build_loader, load_data_yaml
 from .bn import freeze_bn_statistics
 from .default_hooks import register_defaults
 from .distill import teacher_mode
+from .features import FeatureTaps
 from .ema import ModelEMA
 from .hooks import Hooks, LoopState
 from .losses import build_loss
@@ -110,6 +111,7 @@ class Trainer:
         self.teacher, self.stage, self.resume_state, self.teacher_source = teacher, stage, resume_state, teacher_source
         self.rank, self.world, self.device = placement or Placement()
         self.main = self.rank in (-1, 0)
+        self.taps = None  # feature-distillation hooks (features.FeatureTaps), removed when fit() ends
 
     def add_hook(self, event: str, fn: Callable) -> None:
         """Call ``fn(state)`` at ``event`` (one of ``HOOK_EVENTS``), after the default hooks of that event."""
@@ -130,7 +132,10 @@ class Trainer:
                 self.detector.load_state_dict(self.ema.ema.state_dict())
             self.hooks.run("train_end", self.state)
             return self._summary(time.time() - t_train)
-        finally:  # the caller's process gets its own determinism settings back
+        finally:  # the caller's process gets its own determinism settings back, and its models no hooks
+            if self.taps is not None:
+                self.taps.__exit__(None, None, None)
+                self.taps = None
             torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             if deterministic[2] is None:
                 os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
@@ -155,8 +160,9 @@ class Trainer:
             epoch=self.start_epoch, total_step=self.start_epoch * self.nb, stage=self.stage, data=self.data_yaml,
             teacher_source=self.teacher_source, scaler=self.scaler, gamma_start=self.gamma_start,
             best_fitness=self.best_fit)
+        self._setup_feature_taps()
         self.targeted = register_defaults(self.hooks, self.state, steps_per_epoch=self.nb, teacher=self.teacher,
-                                          calib_loader=self.calib_loader, device=self.device)
+                                          calib_loader=self.calib_loader, device=self.device, taps=self.taps)
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.evaluate = _evaluator() if cfg["val"] else None
@@ -222,6 +228,18 @@ class Trainer:
                                                            else None)
         if self.teacher is not None:
             self.teacher = teacher_mode(self.teacher.to(device))
+
+    def _setup_feature_taps(self) -> None:
+        """Hooks on every BN of the student and the teacher when ``distill_features`` > 0, paired by the prune plan
+        the pruned checkpoint carries. After the EMA copy: a deep copy would take the hooks along."""
+        weight = float(self.cfg["distill_features"])
+        if weight < 0:
+            raise ValueError(f"training config 'distill_features': expected a weight >= 0, found {weight}")
+        if weight == 0:
+            return
+        if self.teacher is None:
+            raise ValueError("training config 'distill_features': feature distillation needs a teacher (--teacher)")
+        self.taps = FeatureTaps(self.detector, self.teacher, self.detector.prune_plan).__enter__()
 
     def _setup_optimizer(self) -> None:
         cfg, world = self.cfg, self.world

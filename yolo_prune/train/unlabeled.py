@@ -148,9 +148,10 @@ def distill_unlabeled(student: nn.Module, teacher: nn.Module, images: torch.Tens
 def distill_unlabeled_checkpoint(weights, teacher, unlabeled, out, *, epochs: int = 10, imgsz: int = 320,
                                  batch: int = 16, images: int | None = 128, lr: float = 2e-4,
                                  max_minutes: float | None = None, recalibrate_bn: bool = False, seed: int = 0,
-                                 device="cpu") -> dict:
+                                 device="cpu", features: float = 0.0) -> dict:
     """Load a pruned checkpoint and its teacher, distil on ``unlabeled`` (data yaml train split or image folder),
-    write ``out`` (.pt, + the family's native files) and ``out``.json. Nothing is written on error."""
+    write ``out`` (.pt, + the family's native files) and ``out``.json. Nothing is written on error.
+    ``features`` > 0: feature distillation too, paired by the prune plan the checkpoint carries."""
     from ..io import atomic_write_json
     from ..models import load
     from ..models.checkpoint import save
@@ -167,7 +168,8 @@ def distill_unlabeled_checkpoint(weights, teacher, unlabeled, out, *, epochs: in
     data = calibration_batch(unlabeled, images, imgsz, model_stride(student))
     torch.manual_seed(seed)
     result = distill_unlabeled(student, teach, data, epochs=epochs, batch=batch, lr=lr, max_minutes=max_minutes,
-                               recalibrate_bn=recalibrate_bn, seed=seed)
+                               recalibrate_bn=recalibrate_bn, seed=seed, features=features,
+                               removed=student.prune_plan)
     meta = {"source": str(weights), "teacher": str(teacher), "unlabeled": str(unlabeled), "imgsz": imgsz,
             "stage": "distill_unlabeled", "versions": versions()}
     written = [save(student, out, meta=meta)]
