@@ -253,7 +253,7 @@ def test_stage_commands_parse_and_carry_the_config_for_every_branch(tmp_path):
         {**given, "ratio": 0.3, "local": True, "ignore": ["model.0.*", "a b"], "compensate": "off", "quantize": True,
          "plain_arm": "train", "threads": 2, "eval_max_images": 5, "epochs_sparse": 2, "sparsity": "l1"},
         {**given, "threshold": 0.01, "criterion": "taylor", "compensate": "reconstruct",
-         "plain_arm": str(tmp_path / "plain.pt"), "finetune_distill": 0.2},
+         "plain_arm": str(tmp_path / "plain.pt"), "finetune_distill": 0.2, "finetune_distill_features": 0.5},
         {**given, "target_latency": 0.6, "latency_backend": "ort-cpu", "latency_threads": 3, "epochs_finetune": 0},
     ]
     for overrides in branches:
@@ -281,6 +281,7 @@ def test_stage_commands_parse_and_carry_the_config_for_every_branch(tmp_path):
                 if distilled:
                     (_, base), = parsed["eval_baseline"]
                     assert train.distill_weight == cfg["finetune_distill"] and train.teacher == base.weights
+                    assert train.distill_features == (cfg["finetune_distill_features"] or None)
         (_, bench), = parsed["benchmark"]
         assert len(bench.weights) == (3 if cfg["quantize"] else 2)
         (_, ev), = parsed["eval_baseline"]
@@ -321,3 +322,26 @@ def test_the_baseline_teaches_the_fine_tune_only_when_its_head_is_trained():
     ctx.stages.clear()
     ctx.cfg["finetune_distill"] = 0
     assert Finetune.teacher(ctx) is None
+
+
+def test_feature_distillation_reaches_the_fine_tune_command_with_its_teacher(tmp_path):
+    from yolo_prune.pipeline.config import resolve_auto
+    from yolo_prune.pipeline.context import Context
+    from yolo_prune.pipeline.run import register_given_models
+    from yolo_prune.pipeline.stages import Finetune
+
+    for name in ("w.pt", "data.yaml"):
+        (tmp_path / name).write_text("x")
+    given = {"weights": str(tmp_path / "w.pt"), "data": str(tmp_path / "data.yaml"), "finetune_distill": 0.2}
+    for features in (0.5, 0.0):
+        cfg, _ = resolve_auto(resolve_config(None, {**given, "finetune_distill_features": features}), 100)
+        ctx = Context(cfg, tmp_path / "run", "cpu", False)
+        ctx.data, ctx.nc, ctx.class_names = tmp_path / "data.yaml", 3, {0: "a", 1: "b", 2: "c"}
+        register_given_models(ctx)  # no transfer stage: the baseline is the user's model as trained
+        ctx.models["pruned"] = (_AnyOutput("prune", tmp_path / "p"), "pruned")
+        (_, train), = _parse(Finetune().command(ctx))
+        assert train.teacher is not None and train.distill_weight == 0.2
+        assert train.distill_features == (features or None)
+        assert Finetune().overrides(ctx).get("distill_features") == (features or None)
+    with pytest.raises(ValueError, match="finetune_distill_features': expected a weight >= 0"):
+        resolve_config(None, {**given, "finetune_distill_features": -1})

@@ -1,11 +1,15 @@
 """Fine-tune a pruned checkpoint (no sparsity; widths are kept), optionally distilling from the unpruned model.
 
 python tools/finetune.py --weights PRUNED.pt --data D.yaml --epochs E --imgsz S --batch B --out DIR \
-    [--teacher ORIG.pt --distill-weight 1.0] [--resume DIR]
+    [--teacher ORIG.pt --distill-weight 1.0 [--distill-features 1.0]] [--resume DIR]
 
 Without labels (distil the teacher's head outputs on unlabeled images; writes DIR/distilled.pt + .json):
 python tools/finetune.py --weights PRUNED.pt --teacher ORIG.pt --unlabeled IMAGE_DIR|D.yaml --epochs 10 \
     --imgsz 320 --batch 16 --out DIR [--unlabeled-images 128] [--max-minutes 15] [--recalibrate-bn]
+    [--distill-features 10]
+
+--distill-features W also matches every BN output of the student to the teacher's kept channels; the pruned
+checkpoint must come from prune.py (or a later stage), which stores which channels were removed.
 
 --nc auto (default: the data's class count) or N: a model with another class count keeps every matching
 tensor and gets a new class head ("transferred 343/349 tensors, new head for 3 classes"). --data also takes
@@ -32,11 +36,12 @@ def main(argv=None):
             args.weights, args.teacher, args.unlabeled, Path(args.out) / "distilled.pt", epochs=args.epochs or 10,
             imgsz=args.imgsz or 320, batch=args.batch or 16, images=args.unlabeled_images,
             lr=args.lr0 or 2e-4, max_minutes=args.max_minutes, recalibrate_bn=args.recalibrate_bn,
-            seed=args.seed or 0, device=args.device or "cpu")
+            seed=args.seed or 0, device=args.device or "cpu", features=args.distill_features or 0.0)
         print(f"student-teacher gap {rep['gap_before']:.4f} -> {rep['gap_after']:.4f} after {rep['epochs']} epochs "
               f"({rep['seconds']:.0f} s); wrote {', '.join(rep['written'])}")
         return
-    overrides = overrides_from_args(args, {"distill_weight": args.distill_weight})
+    overrides = overrides_from_args(args, {"distill_weight": args.distill_weight,
+                                           "distill_features": args.distill_features})
     result = finetune(args.weights, args.data, out_dir=args.out, overrides=overrides, cfg_file=args.cfg,
                       resume_dir=args.resume, teacher=args.teacher, nc=args.nc, engine=args.engine)
     print_summary(result)

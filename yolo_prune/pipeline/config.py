@@ -167,6 +167,9 @@ def _check_choices(cfg: dict) -> None:
     w = cfg["finetune_distill"]
     if not is_auto(w) and (isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0):
         raise ValueError(f"pipeline config 'finetune_distill': expected auto or a weight >= 0 (0 = off), found {w!r}")
+    w = cfg["finetune_distill_features"]
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+        raise ValueError(f"pipeline config 'finetune_distill_features': expected a weight >= 0 (0 = off), found {w!r}")
     if int(cfg["calib_images"]) < 1:
         raise ValueError(f"pipeline config 'calib_images': expected >= 1, found {cfg['calib_images']}")
     if not isinstance(cfg["ignore"], list):

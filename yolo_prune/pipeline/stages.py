@@ -432,6 +432,8 @@ class Finetune(Stage):
             o.update(freeze_bn=True, bn_recalibrate=0)
         if self.teacher(ctx) is not None:
             o["distill_weight"] = float(ctx.cfg["finetune_distill"])
+            if float(ctx.cfg["finetune_distill_features"]) > 0:  # paired by the plan the pruned checkpoint carries
+                o["distill_features"] = float(ctx.cfg["finetune_distill_features"])
         return o
 
     @staticmethod
@@ -462,8 +464,10 @@ class Finetune(Stage):
     def command(self, ctx):
         o = self.overrides(ctx)
         teacher = self.teacher(ctx)
-        extra = {} if teacher is None else {"teacher": teacher, "distill_weight": o.pop("distill_weight")}
-        return train_command(self.tool, ctx.model_path("pruned"), ctx.data, self.folder(ctx), o, extra)
+        extra = {} if teacher is None else {"teacher": teacher, "distill_weight": o.pop("distill_weight"),
+                                            "distill_features": o.pop("distill_features", None)}
+        return train_command(self.tool, ctx.model_path("pruned"), ctx.data, self.folder(ctx), o,
+                             {k: v for k, v in extra.items() if v is not None})
 
 
 class PlainArm(Stage):
