@@ -106,7 +106,9 @@ def main():
     base_macs = profile(base, a.imgsz)["macs"]
     grad_fn = taylor_grad_fn(a.grad_data or coco / "data.yaml", imgsz=a.imgsz)
     calib = calibration_batch(a.calib or coco / "data.yaml", 128, a.imgsz)
-    rows = [{"row": "unpruned", "target_macs": 1.0, "macs_ratio": 1.0, "mAP50-95": evaluate(base, **ev)["mAP50-95"]}]
+    r0 = evaluate(base, **ev)
+    rows = [{"row": "unpruned", "target_macs": 1.0, "macs_ratio": 1.0, "mAP50-95": r0["mAP50-95"], "mAP50": r0["mAP50"],
+             "params": sum(q.numel() for q in base.parameters()), "prune_s": 0.0}]
     print(rows[-1], flush=True)
     t0 = time.time()
     for tm in a.targets:
