@@ -328,7 +328,7 @@ def test_feature_distillation_reaches_the_fine_tune_command_with_its_teacher(tmp
     from yolo_prune.pipeline.config import resolve_auto
     from yolo_prune.pipeline.context import Context
     from yolo_prune.pipeline.run import register_given_models
-    from yolo_prune.pipeline.stages import Finetune
+    from yolo_prune.pipeline.stages import Finetune, PlainArm
 
     for name in ("w.pt", "data.yaml"):
         (tmp_path / name).write_text("x")
@@ -343,5 +343,7 @@ def test_feature_distillation_reaches_the_fine_tune_command_with_its_teacher(tmp
         assert train.teacher is not None and train.distill_weight == 0.2
         assert train.distill_features == (features or None)
         assert Finetune().overrides(ctx).get("distill_features") == (features or None)
+        # after the reconstruct cut the pruned model trains at 3x the rate the plain arm keeps
+        assert Finetune().overrides(ctx)["lr0"] == 0.01 and PlainArm().overrides(ctx)["lr0"] == 0.00334
     with pytest.raises(ValueError, match="finetune_distill_features': expected a weight >= 0"):
         resolve_config(None, {**given, "finetune_distill_features": -1})

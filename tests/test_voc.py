@@ -157,7 +157,7 @@ def test_auto_defaults_rule():
     demo, _ = resolve_auto(cfg, 384, load_defaults())
     assert (demo["epochs_sparse"], demo["epochs_finetune"], demo["sparsity"], demo["sr"]) == (2, 5, "l1", 0.001)
     assert (demo["compensate"], demo["finetune_freeze_bn"], demo["criterion"]) == ("bias", False, "bn")
-    assert demo["finetune_distill"] == 0
+    assert demo["finetune_distill"] == 0 and demo["finetune_lr0"] is None
     cfg["weights"] = "w.pt"  # a trained model (the file is not read here): refit, no sparse stage, frozen BN
     for n_train in (292, 128, 20, 50_000):
         auto, notes = resolve_auto(cfg, n_train, load_defaults())
@@ -165,7 +165,11 @@ def test_auto_defaults_rule():
         assert auto["criterion"] == "taylor"  # a dense model's |γ| says little about what the refit can replace
         assert auto["finetune_distill"] == 0.2  # the baseline teaches the refit model
         assert auto["epochs_finetune"] == auto["plain_arm_epochs"] == recon_epochs(n_train) >= 4
-    assert any("reconstruct" in n for n in notes)
+        # the cut model fine-tunes at 3x the plain arm's rate (the recipe's, which keeps a converged model)
+        assert auto["finetune_lr0"] == 0.01 and auto["finetune_train"]["lr0"] == 0.00334
+    assert any("reconstruct" in n for n in notes) and any("lr0 0.01" in n for n in notes)
+    own, _ = resolve_auto({**cfg, "finetune_train": {"lr0": 0.005}}, 292, load_defaults())
+    assert own["finetune_lr0"] is None and own["finetune_train"]["lr0"] == 0.005  # the user's rate, both arms
     assert recon_epochs(292) > recon_epochs(5000)  # small sets get more epochs
     cfg["compensate"] = "bias"  # asked for: the targeted fade makes the removed channels constant first
     for n_train, split in ((292, (2, 2)), (128, (4, 5)), (20, (15, 15)), (50_000, (2, 2))):

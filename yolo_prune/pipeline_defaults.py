@@ -22,6 +22,8 @@ demo was measured with (2 sparse + 5 fine-tune epochs, plain L1). With ``weights
   lr0 0.00334, lrf 0.15, momentum 0.75, weight decay 0.00025), one step per batch. The from-scratch AdamW rule
   (lr0 0.002 * 5 / (4 + nc) = 0.00143 for 3 classes) took a BCCD-trained yolov5n to 0.05 mAP after one epoch
   (as issue 11 reports it; not re-measured here).
+* the pruned model's own fine-tune after a reconstruct cut at lr0 0.01 (``finetune_lr0`` auto), 3x the recipe: the
+  recipe must not move a converged model far (the plain arm), a model that just lost 0.18 mAP must move.
 * no distillation in the sparse stage and the demo: it costs a teacher forward per batch (about 40 % more CPU
   time) and was not what limited those runs.
 
@@ -44,6 +46,9 @@ DISTILL_AFTER_REFIT = 0.2
 # set gave 0.5624 at 16 epochs and 0.5843-0.5946 at 40. It levels off near 40 x 292 images.
 RECON_IMAGES_SEEN = 12000
 RECON_MIN_EPOCHS, RECON_MAX_EPOCHS = 4, 40
+# lr0 of the pruned model's fine-tune after a reconstruct cut (the plain arm keeps PRETRAINED_RECIPE's): BCCD 0.5x,
+# same cut, 20 epochs 0.5835 vs 0.5708 at 0.00334, 40 epochs 0.6031 vs 0.5843 (docs/BENCHMARKS.md, 2026-12-03)
+RECON_FINETUNE_LR0 = 0.01
 PRETRAINED_RECIPE = {"optimizer": "SGD", "lr0": 0.00334, "lrf": 0.15, "momentum": 0.75, "weight_decay": 0.00025,
                      "nbs": "auto", "warmup_epochs": 0.0, "bn_recalibrate": BN_RECALIBRATE_BATCHES}
 DEMO = {"epochs_sparse": 2, "epochs_finetune": 5, "sparsity": "l1"}
@@ -92,6 +97,7 @@ def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[st
     notes = []
     pretrained = cfg.get("weights") is not None
     _resolve_compensation(cfg, pretrained, notes)
+    _resolve_finetune_lr0(cfg, pretrained, defaults, notes)
     if not pretrained:
         for k, v in DEMO.items():
             if cfg.get(k) == "auto":
@@ -135,6 +141,20 @@ def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[st
                else ""))
         notes.append(f"training: SGD lr0 0.00334 (yolov5 hyp.VOC fine-tune recipe), {bn}")
     return cfg, notes
+
+
+def _resolve_finetune_lr0(cfg: dict, pretrained: bool, defaults: dict, notes: list) -> None:
+    """finetune_lr0 auto: 3x the recipe's rate for the pruned model after a reconstruct cut, unless the user set lr0
+    under train or finetune_train (then theirs, for both arms)."""
+    if not is_auto(cfg.get("finetune_lr0")):
+        return
+    user_lr0 = any((cfg.get(sec) or {}).get("lr0") != (defaults.get(sec) or {}).get("lr0")
+                   for sec in ("train", "finetune_train"))
+    refit = pretrained and cfg["compensate"] == "reconstruct"
+    cfg["finetune_lr0"] = RECON_FINETUNE_LR0 if refit and not user_lr0 else None
+    if cfg["finetune_lr0"] is not None:
+        notes.append(f"the pruned model's fine-tune: lr0 {RECON_FINETUNE_LR0} (3x the plain arm's: the cut model is "
+                     "far from an optimum)")
 
 
 def is_auto(value) -> bool:

@@ -167,6 +167,9 @@ def _check_choices(cfg: dict) -> None:
     w = cfg["finetune_distill"]
     if not is_auto(w) and (isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0):
         raise ValueError(f"pipeline config 'finetune_distill': expected auto or a weight >= 0 (0 = off), found {w!r}")
+    lr = cfg["finetune_lr0"]
+    if not (lr is None or is_auto(lr)) and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+        raise ValueError(f"pipeline config 'finetune_lr0': expected auto, null or a learning rate > 0, found {lr!r}")
     w = cfg["finetune_distill_features"]
     if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
         raise ValueError(f"pipeline config 'finetune_distill_features': expected a weight >= 0 (0 = off), found {w!r}")

@@ -430,6 +430,8 @@ class Finetune(Stage):
         o = train_overrides(ctx, "finetune_train", ctx.cfg["epochs_finetune"])
         if ctx.cfg["finetune_freeze_bn"]:  # only the pruned model's fine-tune: the plain arm keeps its recipe
             o.update(freeze_bn=True, bn_recalibrate=0)
+        if ctx.cfg.get("finetune_lr0") is not None:  # likewise
+            o["lr0"] = float(ctx.cfg["finetune_lr0"])
         if self.teacher(ctx) is not None:
             o["distill_weight"] = float(ctx.cfg["finetune_distill"])
             if float(ctx.cfg["finetune_distill_features"]) > 0:  # paired by the plan the pruned checkpoint carries
