@@ -116,6 +116,9 @@ def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[st
         cfg["epochs_sparse"] = max(0, e - int(cfg["epochs_finetune"]))
     elif cfg.get("epochs_finetune") == "auto":
         cfg["epochs_finetune"] = max(1, e - int(cfg["epochs_sparse"]))
+        seen = RECON_IMAGES_SEEN if cfg["compensate"] == "reconstruct" else IMAGES_SEEN
+        notes.append(f"epochs: {cfg['epochs_finetune']} fine-tune for {n_train} train images (about {seen} images "
+                     f"seen){'' if int(cfg['epochs_sparse']) == 0 else ' after ' + str(cfg['epochs_sparse']) + ' sparse'}")
     if cfg.get("plain_arm_epochs") == "auto":
         cfg["plain_arm_epochs"] = int(cfg["epochs_sparse"]) + int(cfg["epochs_finetune"])
     if cfg.get("sparsity") == "auto":
