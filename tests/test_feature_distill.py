@@ -116,3 +116,10 @@ def test_feature_distillation_needs_a_teacher_and_a_plan(cuts, syn):
         train(student, syn, out_dir=d / "ft3", teacher=load(d / "dense.pt"), stage="finetune",
               overrides={**QUICK, "distill_features": 1.0})
     assert not any(m._forward_hooks for m in student.modules())
+
+
+def test_a_checkpoint_with_a_hostile_plan_does_not_load(tmp_path):
+    det = load("yolov8n.yaml", nc=3)
+    checkpoint.save(det, tmp_path / "bad.pt", meta={"prune_plan": {"model.0.bn": [-3]}})
+    with pytest.raises(ModelSpecError, match=r"bad.pt: field 'meta.prune_plan'\['model.0.bn'\] expected non-negative"):
+        load(tmp_path / "bad.pt")
