@@ -117,8 +117,9 @@ def resolve_auto(cfg: dict, n_train: int, defaults: dict) -> tuple[dict, list[st
     elif cfg.get("epochs_finetune") == "auto":
         cfg["epochs_finetune"] = max(1, e - int(cfg["epochs_sparse"]))
         seen = RECON_IMAGES_SEEN if cfg["compensate"] == "reconstruct" else IMAGES_SEEN
-        notes.append(f"epochs: {cfg['epochs_finetune']} fine-tune for {n_train} train images (about {seen} images "
-                     f"seen){'' if int(cfg['epochs_sparse']) == 0 else ' after ' + str(cfg['epochs_sparse']) + ' sparse'}")
+        after = f" after {cfg['epochs_sparse']} sparse" if int(cfg["epochs_sparse"]) else ""
+        notes.append(f"epochs: {cfg['epochs_finetune']} fine-tune{after} for {n_train} train images "
+                     f"(about {seen} images seen)")
     if cfg.get("plain_arm_epochs") == "auto":
         cfg["plain_arm_epochs"] = int(cfg["epochs_sparse"]) + int(cfg["epochs_finetune"])
     if cfg.get("sparsity") == "auto":

@@ -10,7 +10,8 @@ from ..io import atomic_write
 
 FORMAT = "yolo_prune"
 VERSION = 1
-PLAN_KEY = "prune_plan"  # meta: {layer: output positions removed}, relative to the unpruned model (feature distillation)
+# meta: {layer: output positions removed}, relative to the unpruned model (for feature distillation)
+PLAN_KEY = "prune_plan"
 MAX_PLAN_LAYERS, MAX_PLAN_POSITIONS = 1 << 16, 1 << 20
 
 
@@ -29,7 +30,7 @@ def checkpoint_dict(detector, meta: dict | None = None, **extra) -> dict:
     state = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
              for k, v in detector.state_dict().items()}
     meta = dict(meta or {})
-    if getattr(detector, "prune_plan", None) and PLAN_KEY not in meta:  # kept through every later stage
+    if detector.prune_plan and PLAN_KEY not in meta:  # kept through every later stage
         meta[PLAN_KEY] = detector.prune_plan
     ckpt = {"format": FORMAT, "version": VERSION, "family": detector.family, "spec": spec,
             "state_dict": state, "names": detector.names, "meta": meta}

@@ -63,6 +63,7 @@ def resolve(overrides: dict | None = None, cfg_file=None) -> dict:
     for key in ("epochs", "batch", "imgsz", "nbs"):
         if int(cfg[key]) < 1:
             raise ValueError(f"training config '{key}': expected >= 1, found {cfg[key]}")
-    if float(cfg["sr"]) < 0:
-        raise ValueError(f"training config 'sr': expected >= 0, found {cfg['sr']}")
+    for key in ("sr", "distill_features"):
+        if float(cfg[key]) < 0:
+            raise ValueError(f"training config '{key}': expected >= 0, found {cfg[key]}")
     return cfg

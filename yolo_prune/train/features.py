@@ -37,8 +37,8 @@ def feature_pairs(student: nn.Module, teacher: nn.Module, removed: dict | None) 
         kept = [i for i in range(t.num_features) if i not in gone]
         if len(kept) != s.num_features:
             raise ValueError(f"feature distillation: {name} has {s.num_features} channels, the teacher "
-                             f"{t.num_features} and the plan removes {len(gone)}: the student must be a checkpoint written by "
-                             "prune.py (it carries the plan) pruned from this teacher")
+                             f"{t.num_features} and the plan removes {len(gone)}: the student must be a checkpoint "
+                             "written by prune.py (it carries the plan) pruned from this teacher")
         pairs[name] = None if not gone else torch.tensor(kept, dtype=torch.long)
     if not pairs:
         raise ValueError("feature distillation: student and teacher share no normalisation layer by name")

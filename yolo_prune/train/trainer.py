@@ -232,10 +232,7 @@ class Trainer:
     def _setup_feature_taps(self) -> None:
         """Hooks on every BN of the student and the teacher when ``distill_features`` > 0, paired by the prune plan
         the pruned checkpoint carries. After the EMA copy: a deep copy would take the hooks along."""
-        weight = float(self.cfg["distill_features"])
-        if weight < 0:
-            raise ValueError(f"training config 'distill_features': expected a weight >= 0, found {weight}")
-        if weight == 0:
+        if float(self.cfg["distill_features"]) == 0:
             return
         if self.teacher is None:
             raise ValueError("training config 'distill_features': feature distillation needs a teacher (--teacher)")
