@@ -1,4 +1,5 @@
 """The package: wheel contents, console entry point, defaults as package data, import sets nothing, tools offline."""
+import ast
 import os
 import subprocess
 import sys
@@ -50,8 +51,8 @@ def test_wheel_holds_defaults_commands_and_entry_point(tmp_path):
     for f in ("yolo_prune/defaults/train.yaml", "yolo_prune/defaults/pipeline.yaml", "yolo_prune/cli.py",
               "yolo_prune/integrations/ultralytics.py", "yolo_prune/export/layouts.py"):
         assert f in names, f
-    for module, _ in cli.COMMANDS.values():  # each command is the tool file itself, as content (not a link)
-        assert z.read(f"yolo_prune/commands/{module}.py") == (ROOT / "tools" / f"{module}.py").read_bytes()
+    for module, _ in cli.COMMANDS.values():  # each command's code is in the wheel, as content (not a link)
+        assert z.read(f"yolo_prune/commands/{module}.py") == (ROOT / "yolo_prune/commands" / f"{module}.py").read_bytes()
     assert z.read("yolo_prune/defaults/train.yaml") == (ROOT / "yolo_prune/defaults/train.yaml").read_bytes()
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "yolo-prune = yolo_prune.cli:main" in z.read(entry).decode()
@@ -123,3 +124,42 @@ def test_tools_and_entry_point_make_no_network_calls(tmp_path):
     home = [p.relative_to(tmp_path / "home").parts for p in (tmp_path / "home").rglob("*")]
     assert all(parts == (".cache",) or parts[:2] == (".cache", "Microsoft") for parts in home), home
     assert _new_temp_files(tmp_path) == []  # the private ultralytics config dir was removed at exit
+
+
+@pytest.mark.parametrize("module", sorted(m for m, _ in cli.COMMANDS.values()))
+def test_each_tool_in_tools_only_launches_its_command_module(module):
+    """tools/X.py holds no code of its own: imported, its main is the command module's; run, it runs that module,
+    so a checkout and an installed yolo-prune cannot drift apart."""
+    import importlib
+    import importlib.util
+
+    path = ROOT / "tools" / f"{module}.py"
+    spec = importlib.util.spec_from_file_location(f"launcher_{module}", path)
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    assert launcher.main is importlib.import_module(f"yolo_prune.commands.{module}").main
+    tree = ast.parse(path.read_text())
+    assert ast.get_docstring(tree)
+    code = [ln.strip() for ln in ast.unparse(ast.Module(tree.body[1:], [])).splitlines()]  # past the docstring
+    assert code == ["import runpy", "if __name__ == '__main__':",
+                    f"runpy.run_module('yolo_prune.commands.{module}', run_name='__main__', alter_sys=True)",
+                    "else:", f"from yolo_prune.commands.{module} import main"], code
+
+
+def test_a_tool_run_from_the_checkout_is_its_command_module(capsys):
+    """python tools/prune.py prints the command module's help (its docstring, its flags) and exit codes."""
+    from yolo_prune.commands import prune
+
+    run = subprocess.run([sys.executable, "tools/prune.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-1500:]
+    with pytest.raises(SystemExit) as e:
+        prune.main(["--help"])
+    assert e.value.code == 0
+    in_process = capsys.readouterr().out
+    # past the usage block (its wrapping depends on the program name): description and flags are the module's
+    assert run.stdout.split("\n\n", 1)[1] == in_process.split("\n\n", 1)[1]
+    assert prune.__doc__.strip().splitlines()[0] in run.stdout
+    bad = subprocess.run([sys.executable, "tools/prune.py", "--weights", "absent.pt", "--ratio", "0.5", "--out",
+                          "unused.pt"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "absent.pt" in bad.stderr and not (ROOT / "unused.pt").exists()

@@ -1,7 +1,7 @@
 """``yolo-prune CMD [flags]``: the console entry point; runs the same code as ``python tools/<tool>.py [flags]``.
 
-Each command is the tool module of ``yolo_prune.commands`` (the repository's ``tools/*.py``), run as ``__main__``
-with the remaining arguments, so flags, output and exit codes are exactly the tool's. The offline settings
+Each command is a tool module of ``yolo_prune.commands`` (the code the repository's ``tools/*.py`` launch), run as
+``__main__`` with the remaining arguments, so flags, output and exit codes are exactly the tool's. The offline settings
 (``yolo_prune.offline.apply``) are applied first.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The flags of the standalone tools the pipeline reproduces, one parser builder per tool.
 
-``tools/<tool>.py`` (= ``yolo_prune/commands/<tool>.py``) parses its argv with ``PARSERS[tool]`` and the
+``yolo_prune/commands/<tool>.py`` (run by ``tools/<tool>.py``) parses its argv with ``PARSERS[tool]`` and the
 pipeline writes each stage's reproduce-command with the same parser (``pipeline/commands.py``), so a flag renamed
 or removed here breaks the pipeline's test instead of the command a user copies from report.md. The builders
 live below both (not in ``commands/``, which imports the pipeline) and import their choice lists when called,
