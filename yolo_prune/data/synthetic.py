@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import yaml
+
+from ..io import atomic_dir
 
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross", "diamond", "pentagon")
 
@@ -170,21 +169,13 @@ def make_synthetic(out_dir, n_train: int = 512, n_val: int = 128, imgsz: int = 1
         raise FileExistsError(f"{out}: folder exists and is not a synthetic dataset; choose an empty folder")
 
     # build everything in a sibling temp folder, then swap it in: never a half-written dataset
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         names = {i: SHAPES[i] for i in range(nc)}
         for split, n in (("train", n_train), ("val", n_val)):
             _write_split(tmp, split, n, imgsz, nc, seed, names)
         data = {"path": str(out.resolve()), "train": "images/train", "val": "images/val", "nc": nc, "names": names}
         (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         (tmp / "synthetic.json").write_text(json.dumps(params))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / "data.yaml"
 
 

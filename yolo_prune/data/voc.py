@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from ..io import atomic_dir
 from .images import IMG_SUFFIXES, image_size
 
 VERSION = 1  # bump when the conversion's output changes: cached conversions are then redone
@@ -316,10 +317,8 @@ def convert_voc(root, out, train: str | None = None, val: str | None = None, nam
     if out.exists() and any(out.iterdir()) and not (out / "voc_report.json").is_file():
         raise VocError(f"{out}: exists and is not an earlier VOC conversion (no voc_report.json); choose an empty "
                        "or new folder")
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    # replace=False: a folder another process (DDP rank) finished meanwhile is kept, ours dropped
+    with atomic_dir(out, replace=replace) as tmp:
         counts: Counter = Counter()
         files: dict[str, list[str]] = {}
         for image_id in missing:
@@ -335,10 +334,6 @@ def convert_voc(root, out, train: str | None = None, val: str | None = None, nam
                   "difficult": difficult, "splits": stats, "counts": dict(sorted(counts.items())),
                   "files": dict(sorted(files.items()))}
         (tmp / "voc_report.json").write_text(json.dumps(report, indent=1))
-        _publish(tmp, out, replace)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report["data"] = str(out / "data.yaml")
     return report
 
@@ -372,21 +367,6 @@ def _class_list(root: Path, names, train_annotations: list[VocAnnotation], train
         if len(set(names)) != len(names) or not names:
             raise VocError(f"names: expected distinct class names, found {names}")
     return names
-
-
-def _publish(tmp: Path, out: Path, replace: bool) -> None:
-    """Rename the finished ``tmp`` to ``out`` (replacing an earlier conversion unless ``replace`` is False)."""
-    if out.exists() and not replace:  # a concurrent process (another DDP rank) finished the same conversion
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        if out.exists():
-            shutil.rmtree(out)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if replace or not (out / "data.yaml").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # lost the race to an identical conversion
 
 
 def summary(report: dict, max_files: int = 20) -> str:

@@ -25,7 +25,6 @@ import copy
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from ..eval.profile import profile
-from ..io import atomic_write_text
+from ..io import atomic_path, atomic_write_text
 from ..runtime.layouts import DESCRIPTIONS, to_ours
 from ..runtime.ort import make_session
 from ..versions import versions
@@ -381,17 +380,10 @@ def export_onnx(model_or_path, out, options: ExportOptions | None = None, **sett
     dev = _check_request(out, opts)
     job = _prepare(model_or_path, dev, opts)
     ref = _reference(job, opts)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out, ".tmp.onnx") as tmp:  # published only once traced, checked and verified
         _trace(job, ref, opts, tmp)
         proto = _finish_graph(job, ref, opts, tmp, out)
         verified = _verify(job, ref, opts, tmp, out)
-        _publish(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     report = _report(job, opts, out, proto, verified, t0)
     atomic_write_text(Path(str(out) + ".json"), json.dumps(report, indent=2))
     return report
@@ -580,13 +572,6 @@ def _compare_detections(got: np.ndarray, ref: torch.Tensor, shape: tuple, half: 
         a, r = diff_stats(g, rd)
         raise ExportError(_tolerance_message(out, a, r, half, shape, "detections"))
     return int(len(g))
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600; give the usual permissions
-    os.replace(tmp, out)
 
 
 def _report(job: _Job, opts: ExportOptions, out: Path, proto, verified: dict, t0: float) -> dict:

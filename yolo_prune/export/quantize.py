@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
 import tempfile
 import time
@@ -33,7 +32,7 @@ import numpy as np
 from ..data.sources import list_images, load_data_yaml
 from ..eval.coco import select_subset
 from ..eval.infer import LetterboxLoader
-from ..io import atomic_write_text
+from ..io import atomic_path, atomic_write_text
 from ..runtime.ort import kernel_times, make_session, profiling_session, read_sidecar
 # onnx and onnxruntime.quantization are imported inside the functions that use them (heavy)
 
@@ -437,29 +436,29 @@ def quantize_onnx(weights, out, calib, calib_images: int = 64, per_channel: bool
     proto = _load_fp32(src)
     cal = _calibration(proto, src, side, calib, calib_images, sensitivity_images, imgsz)
     settings = _Settings(per_channel, op_types, calibrate_method, reduce_range, target)
-    part = out.with_name(f".{out.name}.part")
-    with tempfile.TemporaryDirectory(prefix="yolo_prune_quant_") as tmp:
-        trials = _Trials(src, Path(tmp), cal, settings, threads)
-        final = Path(tmp) / "final.onnx"
-        choice = _choose_and_quantize(trials, final, keep_mode, keep_arg, latency_check, src, verbose)
-        n_q = _save_quantized(final, proto, fmt, target, part)
+    with atomic_path(out, ".tmp.onnx") as part:  # the model appears only once its sidecar is written
+        with tempfile.TemporaryDirectory(prefix="yolo_prune_quant_") as tmp:
+            trials = _Trials(src, Path(tmp), cal, settings, threads)
+            final = Path(tmp) / "final.onnx"
+            choice = _choose_and_quantize(trials, final, keep_mode, keep_arg, latency_check, src, verbose)
+            n_q = _save_quantized(final, proto, fmt, target, part)
 
-    report = {
-        "format": fmt, "per_channel": per_channel or target == "trt", "reduce_range": reduce_range,
-        "activation_type": "int8" if target == "trt" else "uint8",
-        "weight_type": "int8", "target": target, "calibrate_method": calibrate_method, "op_types": list(op_types),
-        "calib": str(calib), "calib_images": len(cal.paths), "calib_batches": len(cal.reader),
-        "calib_skipped": cal.reader.skipped,
-        "sensitivity_images": sum(f[cal.input_name].shape[0] for f in cal.sens_feeds),
-        "input_hw": list(cal.hw), "keep_fp32": keep_fp32 if isinstance(keep_fp32, (str, int, type(None))) else
-        list(keep_fp32), "kept_fp32_units": choice["kept"],
-        "kept_fp32_nodes": sum(len(trials.units[u]) for u in choice["kept"]),
-        "units": len(trials.units), "quantize_nodes": n_q, "error_all_int8": choice["error_all_int8"],
-        "error": choice["error"], "sensitivity": choice["sensitivity"],
-        "latency_check": latency_check, "kept_for_latency": choice["kept_for_latency"], "fp32_source": str(src),
-        "seconds": time.perf_counter() - t0,
-    }
-    _write_quantized(out, part, src, side, report)
+        report = {
+            "format": fmt, "per_channel": per_channel or target == "trt", "reduce_range": reduce_range,
+            "activation_type": "int8" if target == "trt" else "uint8",
+            "weight_type": "int8", "target": target, "calibrate_method": calibrate_method, "op_types": list(op_types),
+            "calib": str(calib), "calib_images": len(cal.paths), "calib_batches": len(cal.reader),
+            "calib_skipped": cal.reader.skipped,
+            "sensitivity_images": sum(f[cal.input_name].shape[0] for f in cal.sens_feeds),
+            "input_hw": list(cal.hw), "keep_fp32": keep_fp32 if isinstance(keep_fp32, (str, int, type(None))) else
+            list(keep_fp32), "kept_fp32_units": choice["kept"],
+            "kept_fp32_nodes": sum(len(trials.units[u]) for u in choice["kept"]),
+            "units": len(trials.units), "quantize_nodes": n_q, "error_all_int8": choice["error_all_int8"],
+            "error": choice["error"], "sensitivity": choice["sensitivity"],
+            "latency_check": latency_check, "kept_for_latency": choice["kept_for_latency"], "fp32_source": str(src),
+            "seconds": time.perf_counter() - t0,
+        }
+        _write_sidecar(out, src, side, report)
     return report
 
 
@@ -481,16 +480,11 @@ def _choose_and_quantize(trials: _Trials, final: Path, keep_mode: str, keep_arg,
             "kept_for_latency": slow}
 
 
-def _write_quantized(out: Path, part: Path, src: Path, side: dict, report: dict) -> None:
-    """The fp32 sidecar with a ``quantization`` section, then the model: both or, on failure, neither."""
+def _write_sidecar(out: Path, src: Path, side: dict, report: dict) -> None:
+    """The fp32 sidecar with a ``quantization`` section, beside ``out`` (the model is renamed in after it)."""
     new_side = copy.deepcopy(side) if side else {}
     new_side.update({"onnx": out.name, "quantized_from": str(src), "quantization": report})
-    try:
-        atomic_write_text(Path(str(out) + ".json"), json.dumps(new_side, indent=2, default=str))
-        os.replace(part, out)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(str(out) + ".json"), json.dumps(new_side, indent=2, default=str))
 
 
 def sensitivity_markdown(report: dict) -> str:

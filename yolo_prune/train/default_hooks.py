@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import torch
 
+from ..io import atomic_write_text
 from ..models import checkpoint as ckpt_io
 from .bn import recalibrate_bn
 from .distill import distill_loss
@@ -94,9 +94,7 @@ def write_results_csv(state: LoopState) -> None:
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def plot_gamma_histogram(state: LoopState) -> Path:
