@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Issue 14 part 2 on real data: INT8 (QDQ) on top of the pruned BCCD yolov5n of the pipeline (issue 11), at 320.
-#   bash benchmarks/int8_bccd.sh PIPELINE_OUT [OUT]     e.g. runs/bench/pipe_lr01 (needs its 7_export/*.onnx)
+#   PYTHON=.venv/bin/python bash benchmarks/int8_bccd.sh PIPELINE_OUT [OUT]     e.g. runs/bench/pipe_lr01 (needs its 7_export/*.onnx)
 # Calibration: 32 BCCD trainval images; mAP: pycocotools on BCCD test; latency: ORT-CPU, batch 1, 1 and 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:?pipeline output folder}
 OUT=${2:-runs/bench/int8_bccd}
 PY=${PYTHON:-python}
-DATA=$(find runs/cache/voc -name data.yaml -path '*bccd*' | head -n1)   # the pipeline's VOC conversion
-[ -n "$DATA" ] || DATA=${YOLO_PRUNE_SHARED:-../shared}/bccd
+# the data yaml of the pipeline's own VOC conversion (its report's eval command), else the VOC root itself
+DATA=${DATA:-$(grep -o -- '--data [^ ]*' "$RUN/report.md" | head -n1 | cut -d' ' -f2)}
+DATA=${DATA:-${YOLO_PRUNE_SHARED:-../shared}/bccd}
 mkdir -p "$OUT"
 log() { echo "== $*" | tee -a "$OUT/log.txt"; }
 run() { log "$*"; { "$@" 2>&1 || echo "FAILED (exit $?): $*"; } | { grep -v Warning || true; } | tee -a "$OUT/log.txt" | tail -n 25; }
