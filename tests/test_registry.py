@@ -188,6 +188,31 @@ def test_prune_report_holds_the_spec_and_the_plan(tmp_path):
     assert same["spec"] == rep["spec"]  # keyword arguments build the same spec
 
 
+def test_flat_keywords_and_option_objects_prune_the_same_and_refuse_what_they_cannot_place():
+    from yolo_prune.prune.api import prune, prune_model
+    from yolo_prune.prune.options import LatencySetup, PassOptions, sort_keywords
+    from yolo_prune.prune.spec import PruneSpec
+
+    def toy():
+        torch.manual_seed(0)
+        return build_toy({"width": 16, "nc": 2})
+
+    a, b = toy(), toy()
+    flat = prune_model(a, 0.25, criterion="l2", round_to=4, imgsz=32, trace_size=32, seed=3, verify=False)
+    objects = prune(b, PruneSpec(ratio=0.25, criterion="l2", round_to=4),
+                    run=PassOptions(imgsz=32, trace_size=32, seed=3, verify=False))
+    assert flat["plan"] == objects["plan"] and flat["spec"] == objects["spec"]
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    _, sorted_ = sort_keywords("prune_model", {"threads": 2, "latency_cache": "c", "trace_size": 48}, None,
+                               build_spec=False)
+    assert sorted_["latency"] == LatencySetup(threads=2, cache="c") and sorted_["run"].trace_size == 48
+    with pytest.raises(TypeError, match=r"prune_model\(\) got unexpected keyword argument\(s\) calib_imgsz"):
+        prune_model(toy(), 0.25, calib_imgsz=320)  # a file-level keyword: prune_checkpoint's, not prune_model's
+    with pytest.raises(TypeError, match="either spec= or the selection keywords.*found criterion"):
+        prune_model(toy(), spec=PruneSpec(ratio=0.25), criterion="l2")  # never silently ignored
+
+
 # ------------------------------------------------------------------------------------------------ backends
 def test_backend_registry_feeds_benchmark_providers_and_latency_choices():
     from yolo_prune.export.benchmark import BACKENDS

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from yolo_prune.flags import prune_parser
-from yolo_prune.prune.run import prune_checkpoint, summary_table
+from yolo_prune.prune.options import Calibration, LatencySetup, PassOptions
+from yolo_prune.prune.run import prune_file, summary_table
+from yolo_prune.prune.spec import PruneSpec
 from yolo_prune.train.taylor import grad_fn_for
 
 
@@ -19,13 +21,16 @@ def main(argv=None):
         p.error("give one of --ratio, --threshold, --target-macs or --target-latency")
     # taylor: the family's loss on a few labelled --data batches, else on --calib images against pseudo-labels
     grad_fn = grad_fn_for(a.criterion, a.data, a.calib, a.calib_images, a.calib_imgsz, a.imgsz)
-    report = prune_checkpoint(
-        a.weights, a.out, ratio=a.ratio, criterion=a.criterion, local=a.local, threshold=a.threshold,
-        target_macs=a.target_macs, round_to=a.round_to, min_keep=a.min_keep, ignore=a.ignore, config=a.config,
-        imgsz=a.imgsz, compensate="off" if a.no_compensate else a.compensate, mode=a.mode, amount=a.amount,
-        show_groups=a.show_groups, data=a.data, device=a.device, seed=a.seed, calib=a.calib,
-        calib_images=a.calib_images, calib_imgsz=a.calib_imgsz, target_latency=a.target_latency,
-        backend=a.backend, threads=a.threads, latency_cache=a.latency_cache, grad_fn=grad_fn)
+    spec = None if a.mode == "unstructured" else PruneSpec(
+        ratio=a.ratio, threshold=a.threshold, target_macs=a.target_macs, target_latency=a.target_latency,
+        criterion=a.criterion, round_to=a.round_to, min_keep=a.min_keep, ignore=a.ignore, local=a.local,
+        compensate="off" if a.no_compensate else a.compensate)
+    report = prune_file(
+        a.weights, a.out, spec, mode=a.mode, amount=a.amount, config=a.config, show_groups=a.show_groups,
+        device=a.device, grad_fn=grad_fn,
+        calibration=Calibration(source=a.calib, count=a.calib_images, imgsz=a.calib_imgsz),
+        latency=LatencySetup(backend=a.backend, threads=a.threads, cache=a.latency_cache),
+        run=PassOptions(imgsz=a.imgsz, seed=a.seed))
     print(summary_table(report))
     if "reconstruction" in report:
         r = report["reconstruction"]

@@ -330,19 +330,20 @@ def _bn_gammas(detector, names: list[str]) -> dict:
     return {n: modules[n].weight.detach().abs().float().cpu().tolist() for n in names}
 
 
-def _taylor_args(ctx: Context) -> dict:
+def _taylor_grad_fn(ctx: Context):
     """criterion taylor: gradients of the family's loss on a few training batches (built here, from train/)."""
     if ctx.cfg["criterion"] != "taylor":
-        return {}
+        return None
     from ..train.taylor import taylor_grad_fn
-    return {"data": str(ctx.data), "grad_fn": taylor_grad_fn(ctx.data, imgsz=min(ctx.cfg["imgsz"], 320))}
+    return taylor_grad_fn(ctx.data, imgsz=min(ctx.cfg["imgsz"], 320))
 
 
 def prune_with_gamma(ctx: Context, source: Path, baseline: Path, folder: Path) -> tuple[dict, dict]:
     """prune_checkpoint on ``source``, plus gamma.json: |γ| of the baseline and of ``source``, and the removed ones."""
     from ..graph import prunable_bn_names
     from ..models import load
-    from ..prune.run import prune_checkpoint
+    from ..prune.options import Calibration, LatencySetup, PassOptions, spec_from_arguments
+    from ..prune.run import prune_file
 
     cfg = ctx.cfg
     det = load(source)
@@ -350,13 +351,16 @@ def prune_with_gamma(ctx: Context, source: Path, baseline: Path, folder: Path) -
     gamma_sparse = _bn_gammas(det, names)
     gamma_base = _bn_gammas(load(baseline), names)
     out = folder / "pruned.pt"
-    report = prune_checkpoint(str(source), out, ratio=cfg["ratio"], criterion=cfg["criterion"],
-                              local=bool(cfg["local"]), threshold=cfg["threshold"], target_macs=cfg["target_macs"],
-                              round_to=None if cfg["target_latency"] is not None else cfg["round_to"],
-                              min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]),
-                              imgsz=cfg["imgsz"], compensate=cfg["compensate"], seed=cfg["seed"],
-                              target_latency=cfg["target_latency"], backend=cfg["latency_backend"],
-                              threads=cfg["latency_threads"], **calib_args(ctx), **_taylor_args(ctx))
+    spec = spec_from_arguments(ratio=cfg["ratio"], criterion=cfg["criterion"], local=bool(cfg["local"]),
+                     threshold=cfg["threshold"], target_macs=cfg["target_macs"], target_latency=cfg["target_latency"],
+                     round_to=None if cfg["target_latency"] is not None else cfg["round_to"],
+                     min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]), compensate=cfg["compensate"])
+    calib = calib_args(ctx)
+    report = prune_file(str(source), out, spec, grad_fn=_taylor_grad_fn(ctx),
+                        calibration=Calibration(source=calib.get("calib"), count=calib.get("calib_images", 128),
+                                                imgsz=calib.get("calib_imgsz", 320)),
+                        latency=LatencySetup(backend=cfg["latency_backend"], threads=cfg["latency_threads"]),
+                        run=PassOptions(imgsz=cfg["imgsz"], seed=cfg["seed"]))
     removed = {n: report["plan"]["layers"][n] for n in names if n in report["plan"]["layers"]}  # the plan itself
     removed_vals = [gamma_sparse[n][i] for n, idx in removed.items() for i in idx]
     n_channels = sum(len(g) for g in gamma_sparse.values())

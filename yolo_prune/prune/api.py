@@ -15,6 +15,7 @@ from .importance import get_criterion
 from .latency import LatencyModel, OrtMeasurer, plan_for_latency
 from .plan import PlanError, agp_schedule, make_plan, removed_per_layer, resolve_names
 from .reconstruct import input_statistics, reconstruct
+from .options import Calibration, LatencySetup, PassOptions, sort_keywords
 from .spec import PruneSpec
 from .surgery import apply_plan
 
@@ -37,54 +38,53 @@ def output_difference(reference: torch.Tensor, other: torch.Tensor) -> dict:
     return {"max_abs_diff": diff, "max_rel_diff": diff / scale if scale > 0 else diff}
 
 
-def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str = "bn", local: bool = False,
-                threshold: float | None = None, target_macs: float | None = None, round_to: int | None = None,
-                min_keep: float = 0.1, ignore=(), overrides=None, imgsz: int = 640, trace_size: int = 64,
-                compensate: str | bool = "bias", example: torch.Tensor | None = None, grad_fn=None, seed: int = 0,
-                verify: bool = True, profile_size: int | None = None, calib: torch.Tensor | None = None,
-                calib_positions: int = 16384, recon_alpha: float = 1e-3, progress: bool = True,
-                target_latency: float | None = None, backend: str = "ort-cpu", threads: int | None = 1,
-                latency_measurer=None, latency_cache=None, spec: PruneSpec | None = None) -> dict:
-    """Prune ``model`` in place (physically smaller layers) and return a report.
+def prune_model(model: nn.Module, ratio: float | None = None, *, spec: PruneSpec | None = None, grad_fn=None,
+                **keywords) -> dict:
+    """Prune ``model`` in place (physically smaller layers) and return a report: ``prune`` with flat keywords.
 
-    What to prune is ``spec`` (a ``PruneSpec``), else one built from the selection keywords (ratio, threshold,
-    target_macs, target_latency, criterion, round_to, min_keep, ignore, local, overrides, compensate). The report
-    stores the spec and the plan itself (``plan``: removed positions per group and per layer).
+    What to prune is ``spec``, else the PruneSpec of ``ratio`` and the selection keywords (threshold, target_macs,
+    target_latency, criterion, round_to, min_keep, ignore, local, overrides, compensate). The other keywords go to
+    ``options``' objects: ``calib`` (the images tensor), ``calib_positions``, ``recon_alpha`` (``Calibration``);
+    ``backend``, ``threads``, ``latency_measurer``, ``latency_cache`` (``LatencySetup``); ``imgsz``,
+    ``trace_size``, ``profile_size``, ``example``, ``seed``, ``verify``, ``progress`` (``PassOptions``).
+    """
+    if ratio is not None:
+        keywords["ratio"] = ratio
+    spec, objects = sort_keywords("prune_model", keywords, spec)
+    return prune(model, spec, grad_fn=grad_fn, **objects)
 
-    ``target_latency``: instead of ratio/threshold/target_macs, a fraction of the unpruned model's latency
-    measured on ``backend`` with ``threads`` at ``imgsz`` (``latency.LatencyModel``); ``round_to=None`` lets the
-    planner choose the channel multiple for that runtime. ``latency_measurer`` replaces the real measurement
-    (tests); ``latency_cache`` is the folder of measured ratios (default ~/.cache/yolo_prune/latency).
+
+def prune(model: nn.Module, spec: PruneSpec, *, grad_fn=None, calibration: Calibration | None = None,
+          latency: LatencySetup | None = None, run: PassOptions | None = None) -> dict:
+    """Prune ``model`` in place as ``spec`` says and return a report, which stores the spec and the plan itself
+    (``plan``: removed positions per group and per layer).
 
     ``grad_fn(model)`` populates gradients for ``taylor`` (the caller builds it: ``train.taylor.taylor_grad_fn``).
-    ``overrides``: [(glob, ratio or None)] per-layer local ratios / exclusions.
-    ``calib``: (N, 3, H, W) unlabeled images in [0, 1] (``reconstruct.calibration_batch``), needed by
-    ``compensate="reconstruct"`` (least-squares refit of the consumers) and ``criterion="recon"``.
+    ``calibration.images`` is needed by ``compensate="reconstruct"`` (least-squares refit of the consumers) and
+    ``criterion="recon"``; ``latency`` says where ``target_latency`` is measured (``round_to=None`` lets the
+    planner choose the channel multiple for that runtime); ``run`` how the pass traces, profiles and verifies.
     """
+    calibration, latency, run = calibration or Calibration(), latency or LatencySetup(), run or PassOptions()
     t0 = time.perf_counter()
-    if spec is None:
-        spec = spec_from_arguments(ratio=ratio, threshold=threshold, target_macs=target_macs,
-                                   target_latency=target_latency, criterion=criterion, round_to=round_to,
-                                   min_keep=min_keep, ignore=ignore, local=local, overrides=overrides,
-                                   compensate=compensate)
     crit = get_criterion(spec.criterion)
+    calib = calibration.images
     needs_calib = _needs_calibration(spec, crit, calib)
     ignored = _resolve_layer_names(model, spec)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(run.seed)
     ref_param = next(model.parameters())
-    example = (torch.rand(1, 3, trace_size, trace_size, generator=g) if example is None else example).to(
-        ref_param.device, ref_param.dtype)
-    prof_size = profile_size or imgsz
+    example = (torch.rand(1, 3, run.trace_size, run.trace_size, generator=g) if run.example is None
+               else run.example).to(ref_param.device, ref_param.dtype)
+    prof_size = run.profile_size or run.imgsz
     before = profile(model, prof_size)
     widths_before = layer_widths(model)
-    reference = copy.deepcopy(model) if verify or needs_calib else None
+    reference = copy.deepcopy(model) if run.verify or needs_calib else None
 
     t_graph = time.perf_counter()
     graph = trace(model, example=example, ignore=ignored)
     t_plan = time.perf_counter()
-    plan, latency = _plan(model, graph, spec, grad_fn, calib, calib_positions, seed,
-                          dict(backend=backend, threads=threads, measurer=latency_measurer, cache=latency_cache,
-                               imgsz=prof_size))
+    plan, latency_report = _plan(model, graph, spec, grad_fn, calib, calibration.positions, run.seed,
+                                 dict(backend=latency.backend, threads=latency.threads, measurer=latency.measurer,
+                                      cache=latency.cache, imgsz=prof_size))
     plan_record = {"groups": {str(gid): pos for gid, pos in plan.remove.items()},
                    "layers": removed_per_layer(graph, plan)}
     t_surgery = time.perf_counter()
@@ -92,8 +92,8 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
     t_recon = time.perf_counter()
     recon = None
     if spec.compensate == "reconstruct":
-        recon = reconstruct(model, reference, graph, plan, calib, max_positions=calib_positions, alpha=recon_alpha,
-                            seed=seed, progress=progress)
+        recon = reconstruct(model, reference, graph, plan, calib, max_positions=calibration.positions,
+                            alpha=calibration.alpha, seed=run.seed, progress=run.progress)
     t_done = time.perf_counter()
     if crit.needs_gradients:
         model.zero_grad(set_to_none=True)
@@ -102,9 +102,9 @@ def prune_model(model: nn.Module, ratio: float | None = None, *, criterion: str 
                      widths_before, layer_widths(model))
     report["seconds"] = {"graph": t_plan - t_graph, "plan": t_surgery - t_plan, "surgery": t_recon - t_surgery,
                          "reconstruct": t_done - t_recon, "total": t_done - t0}
-    _add_outcome(report, spec, plan, plan_record, recon, latency)
-    if verify:
-        report["verification"] = _verification(reference, model, trace_size * 2, g)
+    _add_outcome(report, spec, plan, plan_record, recon, latency_report)
+    if run.verify:
+        report["verification"] = _verification(reference, model, run.trace_size * 2, g)
     return report
 
 
@@ -163,13 +163,6 @@ def _report(spec: PruneSpec, plan, graph, ignored: list, imgsz: int, before: dic
         "params_after": after["params"], "macs_ratio": after["macs"] / before["macs"],
         "widths_before": widths_before, "widths_after": widths_after,
         "not_run_layers": graph.not_run, "fixed_reasons": graph.fixed_reasons, "spec": spec.to_dict()}
-
-
-def spec_from_arguments(*, compensate="bias", **selection) -> PruneSpec:
-    """The PruneSpec of prune_model's / prune_checkpoint's keyword arguments (compensate True/False: bias/off)."""
-    compensate = {True: "bias", False: "off", None: "off"}.get(compensate, compensate) \
-        if isinstance(compensate, (bool, type(None))) else compensate
-    return PruneSpec(compensate=compensate, **selection)
 
 
 def _plan(model, graph, spec: PruneSpec, grad_fn, calib, calib_positions: int, seed: int, latency_args: dict):

@@ -11,9 +11,10 @@ from ..models import load
 from ..models.checkpoint import compose_plans, save
 from ..models.native import write_native
 from ..versions import versions
-from .api import prune_model, spec_from_arguments
+from .api import prune
 from .importance import get_criterion
 from .plan import PlanError
+from .options import Calibration, LatencySetup, PassOptions, sort_keywords
 from .spec import PruneSpec
 from .unstructured import prune_unstructured
 
@@ -84,81 +85,88 @@ def _prune_unstructured(det, amount, imgsz: int) -> dict:
     return report
 
 
-def _prune_structured(det, spec: PruneSpec, grad_fn, calib, calib_images: int, calib_imgsz: int, imgsz: int,
-                      trace_size: int, seed: int, backend, threads, latency_cache) -> dict:
+def _prune_structured(det, spec: PruneSpec, grad_fn, calibration: Calibration, latency: LatencySetup,
+                      run: PassOptions) -> dict:
     if get_criterion(spec.criterion).needs_gradients and grad_fn is None:
         raise PlanError("--criterion taylor needs gradients: --data D.yaml (a few labelled batches) or --calib "
                         "IMAGES (unlabeled: pseudo-labels from the model itself); library callers pass "
                         "grad_fn=yolo_prune.train.taylor.grad_fn_for(...)")
-    images = None
     recon = spec.compensate == "reconstruct"
     if recon or get_criterion(spec.criterion).needs_calibration:
-        if calib is None:
+        if calibration.source is None:
             raise PlanError(f"{'--compensate reconstruct' if recon else '--criterion recon'}"
                             " needs unlabeled calibration images: --calib DATA_YAML|IMAGE_DIR")
         from ..eval.infer import model_stride
         from .reconstruct import calibration_batch
-        images = calibration_batch(calib, calib_images, calib_imgsz, model_stride(det))
-    return prune_model(det, spec=spec, imgsz=imgsz, trace_size=trace_size, grad_fn=grad_fn, seed=seed, calib=images,
-                       backend=backend, threads=threads, latency_cache=latency_cache)
+        images = calibration_batch(calibration.source, calibration.count, calibration.imgsz, model_stride(det))
+        calibration = dataclasses.replace(calibration, images=images)
+    return prune(det, spec, grad_fn=grad_fn, calibration=calibration, latency=latency, run=run)
 
 
-def prune_checkpoint(weights, out, *, ratio=None, criterion="bn", local=False, threshold=None, target_macs=None,
-                     round_to=None, min_keep=0.1, ignore=(), config=None, imgsz=640, compensate="bias",
-                     mode="structured", amount=None, show_groups=False, data=None, device="cpu",
-                     trace_size=64, seed=0, calib=None, calib_images=128, calib_imgsz=320, target_latency=None,
-                     backend="ort-cpu", threads=1, latency_cache=None, grad_fn=None,
-                     spec: PruneSpec | None = None) -> dict:
+def _metadata(weights, mode: str, spec: PruneSpec | None, report: dict, amount, imgsz: int,
+              calibration: Calibration, grad_fn) -> dict:
+    """The checkpoint's ``meta``: where it came from, what was asked (the spec's target), and the outcome."""
+    target = {k: getattr(spec, k, None) for k in ("criterion", "ratio", "threshold", "target_macs", "target_latency")}
+    return {"source": str(weights), "mode": mode, **target,
+            "round_to": report.get("round_to", getattr(spec, "round_to", None)), "amount": amount,
+            "compensate": report.get("compensate"), "imgsz": imgsz, "calib": calibration.describe(),
+            "gradients": getattr(grad_fn, "info", None)
+            if spec is not None and get_criterion(spec.criterion).needs_gradients else None,
+            "macs_before": report["macs_before"], "macs_after": report["macs_after"],
+            "params_before": report["params_before"], "params_after": report["params_after"],
+            "versions": versions()}
+
+
+def prune_checkpoint(weights, out, *, spec: PruneSpec | None = None, mode: str = "structured", amount=None,
+                     config=None, show_groups: bool = False, device: str = "cpu", grad_fn=None, **keywords) -> dict:
+    """``prune_file`` with flat keywords: the selection ones (ratio, threshold, target_macs, target_latency,
+    criterion, round_to, min_keep, ignore, local, compensate) make the PruneSpec unless ``spec`` is given;
+    ``calib`` (a data yaml or image folder), ``calib_images``, ``calib_imgsz`` make the ``Calibration``;
+    ``backend``, ``threads``, ``latency_cache`` the ``LatencySetup``; ``imgsz``, ``trace_size``, ``seed`` the
+    ``PassOptions`` (``options.sort_keywords``)."""
+    spec, objects = sort_keywords("prune_checkpoint", keywords, spec, file_level=True,
+                                  build_spec=mode == "structured")
+    return prune_file(weights, out, spec, mode=mode, amount=amount, config=config, show_groups=show_groups,
+                      device=device, grad_fn=grad_fn, **objects)
+
+
+def prune_file(weights, out, spec: PruneSpec | None, *, mode: str = "structured", amount=None, config=None,
+               show_groups: bool = False, device: str = "cpu", grad_fn=None, calibration: Calibration | None = None,
+               latency: LatencySetup | None = None, run: PassOptions | None = None) -> dict:
     """Load ``weights``, prune, and write ``out`` (.pt) plus ``out`` .json. Nothing is written on error.
 
-    Structured mode prunes as ``spec`` says, or as a ``PruneSpec`` built from the selection keywords (ratio,
-    threshold, target_macs, target_latency, criterion, round_to, min_keep, ignore, local, compensate; ``config``'s
-    per-layer overrides are added to either); it is validated before the model is loaded.
-    ``calib`` (data yaml: its train split, or an image folder / list / file; no labels are read): unlabeled
-    images for ``compensate="reconstruct"`` and ``criterion="recon"``, ``calib_images`` of them letterboxed to
-    ``calib_imgsz``.
+    Structured mode prunes as ``spec`` says (``config``'s per-layer overrides are added to it); unstructured mode
+    zeroes ``amount`` of the weights. ``calibration.source`` (data yaml: its train split, or an image folder /
+    list / file; no labels are read): unlabeled images for ``compensate="reconstruct"`` and ``criterion="recon"``.
     ``grad_fn(model)``: populates the gradients of ``criterion="taylor"``; the caller builds it (for a data yaml:
     ``yolo_prune.train.taylor.taylor_grad_fn(data)``, as tools/prune.py does from ``--data``).
     Each family's native format goes beside it (``yolo_prune.models.native.write_native``): ultralytics models get
     ``<out>.ultralytics.pt`` (opens with ``ultralytics.YOLO``), darknet models ``<out>.cfg`` + ``<out>.weights``,
     legacy yolov5 models ``<out>.yolov5.pt`` (the yolov5 repo's val.py / detect.py / export.py open it).
     """
+    calibration, latency, run = calibration or Calibration(), latency or LatencySetup(), run or PassOptions()
     out = Path(out)
     if out.suffix != ".pt":
         raise PlanError(f"--out: expected a .pt path, found {out}")
     if mode not in ("structured", "unstructured"):
         raise PlanError(f"--mode: expected structured or unstructured, found {mode!r}")
     if mode == "structured" and spec is None:
-        spec = spec_from_arguments(ratio=ratio, threshold=threshold, target_macs=target_macs,
-                                   target_latency=target_latency, criterion=criterion, round_to=round_to,
-                                   min_keep=min_keep, ignore=ignore, local=local, compensate=compensate)
+        raise PlanError("structured pruning needs a PruneSpec (what to prune)")
     det = load(weights, device=device)
     if config and spec is not None:
         spec = dataclasses.replace(spec, overrides=read_prune_config(config))
     elif config:
         read_prune_config(config)  # checked even where unstructured mode does not use it
     if show_groups:
-        _show_groups(det, spec.ignore if spec is not None else ignore, trace_size)
+        _show_groups(det, spec.ignore if spec is not None else (), run.trace_size)
     if mode == "unstructured":
-        report = _prune_unstructured(det, amount, imgsz)
+        report = _prune_unstructured(det, amount, run.imgsz)
     else:
-        report = _prune_structured(det, spec, grad_fn, calib, calib_images, calib_imgsz, imgsz, trace_size, seed,
-                                   backend, threads, latency_cache)
-        criterion, ratio, threshold, target_macs, target_latency = (spec.criterion, spec.ratio, spec.threshold,
-                                                                    spec.target_macs, spec.target_latency)
+        report = _prune_structured(det, spec, grad_fn, calibration, latency, run)
         # in the unpruned model's positions (composed with an earlier cut's), so that the saved model can be
         # paired channel for channel with its teacher (train.features)
         det.prune_plan = compose_plans(det.prune_plan, report["plan"]["layers"], report["widths_before"])
-    meta = {"source": str(weights), "mode": mode, "criterion": criterion, "ratio": ratio, "threshold": threshold,
-            "target_macs": target_macs, "target_latency": target_latency, "round_to": report.get("round_to", round_to),
-            "amount": amount,
-            "compensate": report.get("compensate"), "imgsz": imgsz,
-            "calib": None if calib is None else {"source": str(calib), "images": calib_images, "imgsz": calib_imgsz},
-            "gradients": getattr(grad_fn, "info", None)
-            if mode == "structured" and get_criterion(spec.criterion).needs_gradients else None,
-            "macs_before": report["macs_before"], "macs_after": report["macs_after"],
-            "params_before": report["params_before"], "params_after": report["params_after"],
-            "versions": versions()}
+    meta = _metadata(weights, mode, spec, report, amount, run.imgsz, calibration, grad_fn)
     report = {"weights": str(weights), "out": str(out), "family": det.family, **report, "meta": meta}
     out.parent.mkdir(parents=True, exist_ok=True)
     save(det, out, meta=meta)
