@@ -155,3 +155,25 @@ def test_benchmark_real_eval_torch_and_onnx(tmp_path, yolov5n_pt, coco128):
     assert all(m is not None and m > 0.05 for m in maps)
     assert abs(maps[0] - maps[1]) < 0.002
     assert (tmp_path / "b" / "map_vs_latency.png").stat().st_size > 0
+
+
+def test_timing_sessions_do_not_spin_between_runs_but_other_sessions_do(tmp_path):
+    """Sessions timed in turn must not busy-wait on the cores the running one needs (see make_session)."""
+    from yolo_prune.runtime.ort import make_session
+    from yolo_prune.runtime.runners import ort_session
+
+    path = tmp_path / "m.onnx"
+    export_onnx(_model(TinyNet(2), "n"), path, imgsz=32, verbose=False)
+    timing = ort_session(path, "ort-cpu", 2, trt_fp16=False)
+    other = make_session(path, providers=["cpu"], threads=2)  # evaluation, export checks: onnxruntime's default
+
+    def spinning_entry(session):
+        try:
+            return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        except RuntimeError:  # not set: onnxruntime's default, which spins
+            return None
+
+    assert spinning_entry(timing) == "0" and spinning_entry(other) is None
+    x = torch.rand(1, 3, 32, 32).numpy()
+    name = timing.get_inputs()[0].name
+    assert (timing.run(None, {name: x})[0] == other.run(None, {name: x})[0]).all()  # same numbers either way

@@ -43,13 +43,17 @@ def default_providers() -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(path: str | os.PathLike, providers=None, threads: int | None = None, trt_fp16: bool = False):
+def make_session(path: str | os.PathLike, providers=None, threads: int | None = None, trt_fp16: bool = False,
+                 spinning: bool = True):
     """An ``InferenceSession`` for ``path``; raises ``ProviderUnavailableError`` if a requested provider is missing.
 
     ``providers``: None (default choice), or a list of names/aliases ('cpu', 'cuda', 'trt'), optionally as
     (name, options) pairs. The CPU provider is always appended as the last resort for unsupported nodes, but a
     requested GPU provider that did not load is an error, never a silent fallback.
-    ``threads``: intra-op threads (None = onnxruntime's default, all cores).
+    ``threads``: intra-op threads (None = onnxruntime's default, all cores). ``spinning=False``: the intra-op
+    workers sleep instead of busy-waiting after a run. Timing sessions need that: several sessions timed in turn
+    (``interleaved_times``) would otherwise spin on the cores the running one needs (2 vCPUs, 2 threads, two
+    yolov5n sessions: 19.5-22.9 / 14.6 ms spinning against 11.1-11.6 / 7.3-7.8 ms not; docs/BENCHMARKS.md).
     """
     import onnxruntime as ort
 
@@ -58,7 +62,7 @@ def make_session(path: str | os.PathLike, providers=None, threads: int | None = 
         raise FileNotFoundError(f"{path}: ONNX file not found (export one with tools/export_onnx.py)")
     chain = _provider_chain(default_providers() if providers is None else list(providers), trt_fp16)
     try:
-        session = ort.InferenceSession(str(path), sess_options=_session_options(threads),
+        session = ort.InferenceSession(str(path), sess_options=_session_options(threads, spinning),
                                        providers=[n for n, _ in chain], provider_options=[o for _, o in chain])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated exception types
         raise RuntimeError(f"{path}: onnxruntime could not load the model with providers "
@@ -90,7 +94,7 @@ def _provider_chain(requested: list, trt_fp16: bool) -> list[tuple[str, dict]]:
     return chain
 
 
-def _session_options(threads: int | None):
+def _session_options(threads: int | None, spinning: bool = True):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -100,6 +104,8 @@ def _session_options(threads: int | None):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 

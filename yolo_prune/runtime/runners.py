@@ -82,11 +82,12 @@ def check_provider(backend: str) -> str:
 
 
 def ort_session(path, backend: str, threads, trt_fp16: bool, trt_int8: bool = False):
-    """A session for ``path`` on exactly ``backend``'s provider (``make_session``: no silent fallback)."""
+    """A timing session for ``path`` on exactly ``backend``'s provider (``make_session``: no silent fallback),
+    its intra-op workers not spinning between runs, so that sessions timed in turn do not slow each other."""
     provider = check_provider(backend)
     if provider == "TensorrtExecutionProvider" and trt_int8:  # explicit (QDQ) int8, fp16 where TRT keeps float
         provider = (provider, {"trt_int8_enable": True, "trt_fp16_enable": True})
     try:
-        return make_session(path, providers=[provider], threads=threads, trt_fp16=trt_fp16)
+        return make_session(path, providers=[provider], threads=threads, trt_fp16=trt_fp16, spinning=False)
     except ProviderUnavailableError as e:
         raise BackendUnavailable(str(e).splitlines()[0]) from e
