@@ -297,3 +297,23 @@ def coco_json(path: Path, images: list[dict], annotations: list[dict], categorie
          "categories": categories if categories is not None else [{"id": 1, "name": "a"}]}
     path.write_text(json.dumps(d, allow_nan=True))
     return path
+
+
+# ------------------------------------------------------------------------------------------------ onnx
+def tiny_onnx(path: Path, strides: str = "[32]", names: str = '{"0": "a"}', dims=("B", 3, "H", "W")) -> Path:
+    """A valid ONNX 'detector' (B, 3, H, W) -> (B, 1, 5) carrying our metadata (names, strides) as given."""
+    from onnx import TensorProto, helper, numpy_helper, save
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, list(dims))
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, None)
+    inits = [numpy_helper.from_array(np.array(v, dtype=np.int64), n)
+             for n, v in (("pads", [0, 0, 0, 0, 0, 2]), ("axes", [2, 3]), ("ax1", [1]))]
+    nodes = [helper.make_node("ReduceMean", ["images", "axes"], ["m"], keepdims=0),
+             helper.make_node("Unsqueeze", ["m", "ax1"], ["u"]), helper.make_node("Pad", ["u", "pads"], ["output0"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    for key, value in (("names", names), ("strides", strides)):
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    save(model, str(path))
+    return path

@@ -430,6 +430,36 @@ def _object_array_pt(tmp, s, v8):
     return _in_ultralytics_ckpt("objarray.pt", Big(), "shape")(tmp, s, v8)
 
 
+def _numpy_scalar_bomb_pt(tmp, s, v8):
+    """numpy's scalar(dtype) without its bytes mallocs and zero-fills dtype.itemsize bytes (here 100 MB each; a
+    real attack repeats it with 2 GB dtypes)."""
+    scalar = np.float64(0).__reduce__()[0]
+    big = H.Call(scalar, H.Call(np.dtype, "V100000000"))
+    return _in_ultralytics_ckpt("scalar_bomb.pt", [big, big], "scalar")(tmp, s, v8)
+
+
+def _object_subarray_pt(tmp, s, v8):
+    """An object array of one item whose dtype is a 10**7-object subarray: numpy zero-fills 80 MB per item."""
+    class Big:
+        def __reduce__(self):
+            rec = np.ndarray.__reduce__(np.zeros(1))[0]
+            return (rec, (np.ndarray, (0,), b"b"), (1, (1,), H.Call(np.dtype, ("O", (10 ** 7,))), False, [None]))
+    return _in_ultralytics_ckpt("obj_subarray.pt", Big(), "object dtype")(tmp, s, v8)
+
+
+def _names_sparse_pt(tmp, s, v8):
+    """Class indices 0, 1, 10**11: evaluation sizes its class -> category table by the largest (745 GiB)."""
+    m = copy.deepcopy(v8.model)
+    m.names = {0: "a", 1: "b", 10 ** 11: "c"}
+    return H.save({"ema": m}, tmp / "ultra_sparse_names.pt"), "class indices 0..2"
+
+
+def _spec_names_sparse_pt(tmp, s, v8):
+    ck = H.our_checkpoint(v8)
+    ck["spec"]["names"] = ck["names"] = {0: "a", 1: "b", -7: "c"}
+    return H.save(ck, tmp / "spec_sparse_names.pt"), "class indices 0..2"
+
+
 def _tensor_call_pt(tmp, s, v8):
     return H.raw_pickle_pt(tmp / "tensor_call.pt", {"x": H.Call(torch.Tensor, 10 ** 9)}), "refused"
 
@@ -476,7 +506,8 @@ PT_ATTACKS = {f.__name__[1:]: f for f in (
     _torchscript_pt, _decoy_member_pt, _duplicate_member_pt,
     _compressed_pt, _constants_pkl_pt, _tar_pt, _exec_pt, _exec_legacy_pt, _persistent_id_pt, _truncated_legacy_pt,
     _set_of_range_pt, _bytearray_pt, _size_of_range_pt, _codecs_pt, _ndarray_alloc_pt, _reconstruct_pt,
-    _object_array_pt, _tensor_call_pt, _tensor_call_ultra_pt, _reconstruct_ultra_pt, _empty_pt, _garbage_pt)}
+    _object_array_pt, _tensor_call_pt, _tensor_call_ultra_pt, _reconstruct_ultra_pt, _empty_pt, _garbage_pt,
+    _numpy_scalar_bomb_pt, _object_subarray_pt, _names_sparse_pt, _spec_names_sparse_pt)}
 CFG_ATTACKS = {
     "filters_huge": _cfg(filters="50000000"), "size_huge": _cfg(size="30000"), "stride_huge": _cfg(stride="100000"),
     "channels_zero": _cfg(channels="0"), "classes_negative": _cfg(classes="-4"), "anchors_nan": _cfg(anchors="nan,14, 23,27, 37,58"),
@@ -669,6 +700,9 @@ JSON_ATTACKS = {
     "duplicate_ann_id": ([GOOD_IMAGE], [GOOD_ANN, GOOD_ANN], "unique"),
     "missing_bbox": ([GOOD_IMAGE], [{k: v for k, v in GOOD_ANN.items() if k != "bbox"}], "bbox"),
     "bad_iscrowd": ([GOOD_IMAGE], [{**GOOD_ANN, "iscrowd": "yes"}], "iscrowd"),
+    # pycocotools and the class -> category table hold ids in int64: larger ones crashed with OverflowError
+    "huge_image_id": ([{**GOOD_IMAGE, "id": 2 ** 64}], [{**GOOD_ANN, "image_id": 2 ** 64}], "64-bit"),
+    "huge_category_id": ([GOOD_IMAGE], [{**GOOD_ANN, "category_id": 2 ** 64}], "64-bit"),
 }
 
 
@@ -707,6 +741,33 @@ def test_hostile_json_files(tmp_path):
     p = tmp_path / "deep.json"
     p.write_text("[" * 100000 + "]" * 100000)
     refused(lambda: _read_ann(p), p, "")
+    p = tmp_path / "digits.json"  # past Python's 4300-digit int limit: a ValueError that did not name the file
+    p.write_text('{"images": [{"id": 1' + "0" * 5000 + ', "file_name": "1.jpg"}]}')
+    refused(lambda: _read_ann(p), p, "digits")
+
+
+def test_category_id_beyond_int64_is_refused_by_evaluate(tmp_path):
+    """Before the check, evaluate crashed with an OverflowError traceback filling its category table."""
+    from yolo_prune.eval.coco import evaluate
+    img_dir, ann = _eval_case(tmp_path, [GOOD_IMAGE], [{**GOOD_ANN, "category_id": 2 ** 64}],
+                              categories=[{"id": 2 ** 64, "name": "a"}])
+    refused(lambda: evaluate(_Perfect(), img_dir, ann, imgsz=64, verbose=False), ann, "64-bit")
+
+
+@pytest.mark.parametrize("entry,match", [("images", "a folder"), ("/", "a folder"), ("fifo.jpg", "special file"),
+                                         (b"\xff.jpg", "UTF-8")])
+def test_hostile_image_list_file_is_refused(tmp_path, entry, match):
+    """A .txt image list naming '/' made evaluation walk the whole filesystem (the list's entries are listed again
+    as sources); a FIFO would block the image reader; non-UTF-8 gave an error without the file name."""
+    from yolo_prune.eval.coco import evaluate
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    H.write_jpeg(root / "images" / "1.jpg")
+    os.mkfifo(root / "fifo.jpg")
+    lst = root / "val.txt"
+    lst.write_bytes(b"images/1.jpg\n" + (entry if isinstance(entry, bytes) else entry.encode()) + b"\n")
+    (root / "d.yaml").write_text(f"path: {root}\ntrain: val.txt\nval: val.txt\nnames: [a]\n")
+    refused(lambda: evaluate(_Perfect(), data=root / "d.yaml", imgsz=64, verbose=False), lst, match)
 
 
 @pytest.mark.parametrize("line,why", [("0 nan 0.5 0.1 0.1", "NaN"), ("inf 0.5 0.5 0.1 0.1", "NaN"),
@@ -788,3 +849,47 @@ def test_hostile_data_yaml_is_refused(tmp_path, sentinel, capsys, name):
     refused(lambda: load_data_yaml(p), p, match)
     msg = run_tool_in_process("eval_coco", ["--weights", "yolov8n.yaml", "--data", str(p), "--imgsz", "64"], capsys)
     assert p.name in msg
+
+
+# ------------------------------------------------------------------------------------------------ onnx files
+ONNX_ATTACKS = {
+    # every image is padded to a multiple of the largest stride: 200000 made a 120 GB canvas per image
+    "huge_stride": ({"strides": "[200000]"}, "strides[0]"),
+    "nan_stride": ({"strides": "[NaN]"}, "strides[0]"),
+    "zero_stride": ({"strides": "[0]"}, "strides[0]"),
+    "string_strides": ({"strides": '"abc"'}, "strides"),
+    # the class -> category table has (largest index + 1) entries: 745 GiB
+    "sparse_names": ({"names": '{"100000000000": "a"}'}, "class indices"),
+    "list_of_numbers_names": ({"names": '{"x": "a"}'}, "integer class indices"),
+    # a fixed input size is allocated (and padded) per batch: 30000 images of 64x64, or one 30000x30000 canvas
+    "huge_static_batch": ({"dims": (30000, 3, 64, 64)}, "max_activation"),
+    "huge_static_image": ({"dims": (1, 3, 30000, 30000)}, "max_activation"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ONNX_ATTACKS))
+def test_hostile_onnx_metadata_and_shapes_are_refused(tmp_path, name):
+    from yolo_prune.runtime.ort import OrtDetector
+    kw, match = ONNX_ATTACKS[name]
+    p = H.tiny_onnx(tmp_path / f"{name}.onnx", **kw)
+    refused(lambda: OrtDetector(p), p, match)
+
+
+def test_hostile_onnx_files_give_one_line_errors(tmp_path, capsys):
+    """Garbage ONNX (onnxruntime's RuntimeError was a traceback in the tools) and a sidecar json with wrong
+    types (a ZeroDivisionError / TypeError traceback in the benchmark)."""
+    from yolo_prune.export.benchmark import _Entry
+    img_dir, ann = _eval_case(tmp_path, [GOOD_IMAGE], [GOOD_ANN])
+    bad = tmp_path / "garbage.onnx"
+    bad.write_bytes(os.urandom(200))
+    msg = run_tool_in_process("eval_coco", ["--weights", str(bad), "--images", str(img_dir), "--ann", str(ann),
+                                            "--imgsz", "64"], capsys)
+    assert bad.name in msg and "onnxruntime could not load" in msg
+    good = H.tiny_onnx(tmp_path / "good.onnx")
+    side = tmp_path / "good.onnx.json"
+    for body, field in (('{"imgsz": [0, 0], "macs": 5}', "imgsz"), ('{"macs": "x"}', "macs"), ("[1]", "object")):
+        side.write_text(body)
+        refused(lambda: _Entry(good, "m", (64, 64)), side, field)
+    side.unlink()
+    from yolo_prune.runtime.ort import OrtDetector
+    assert OrtDetector(good).names == {0: "a"}  # the checks pass a well-formed file

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from .images import IMG_SUFFIXES  # noqa: F401  (re-exported for callers)
 
+MAX_LIST_BYTES = 256 * 1024 * 1024  # an image list file (COCO train2017's 118k paths: 5 MB)
+
 
 def list_images(source, field: str | None = None, allow_empty: bool = False) -> list[Path]:
     """Image files of a folder (recursive, sorted), a single image, a .txt list of paths (relative entries are
@@ -24,12 +26,36 @@ def list_images(source, field: str | None = None, allow_empty: bool = False) -> 
                                     f"{', '.join(IMG_SUFFIXES)})")
         return files
     if p.is_file() and p.suffix.lower() == ".txt":
-        lines = [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
-        return [Path(ln) if Path(ln).is_absolute() else (p.parent / ln).resolve() for ln in lines]
+        return _read_list_file(p, where)
     if p.is_file():
         return [p]
     raise FileNotFoundError(f"{where}{p} does not exist. Supply an image file, a folder of images or a .txt list "
                             "of image paths")
+
+
+def _read_list_file(p: Path, where: str) -> list[Path]:
+    """The entries of a .txt image list, relative ones relative to the list's folder (yolov5 convention)."""
+    size = p.stat().st_size
+    if size > MAX_LIST_BYTES:  # a sparse file can claim terabytes in a few bytes of an archive
+        raise ValueError(f"{where}{p}: {size:,} bytes, more than the {MAX_LIST_BYTES:,} an image list file may have")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}{p}: expected UTF-8 text (one image path per line), found an undecodable byte at "
+                         f"offset {e.start}") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        ln = line.strip()
+        if not ln:
+            continue
+        f = Path(ln) if Path(ln).is_absolute() else (p.parent / ln).resolve()
+        # an entry is passed on as an image source: a folder ('/') would be walked recursively, a FIFO or device
+        # would block the image reader
+        if f.exists() and not f.is_file():
+            found = "a folder" if f.is_dir() else "a special file (FIFO, device or socket)"
+            raise ValueError(f"{where}{p}: line {n}: expected an image file, found {found}: {ln[:200]!r}")
+        out.append(f)
+    return out
 
 
 def data_yaml_path(path: str | os.PathLike) -> Path:

@@ -47,6 +47,8 @@ def _read_ann(ann, label: str = "annotations") -> tuple[dict, str]:
         raise ValueError(f"{p}: not valid json ({e})") from None
     except RecursionError:
         raise ValueError(f"{p}: json nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits (Python's int conversion limit)
+        raise ValueError(f"{p}: not valid json ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{p}: expected a COCO json with an 'images' list, found {found}"[:300])
@@ -54,7 +56,8 @@ def _read_ann(ann, label: str = "annotations") -> tuple[dict, str]:
 
 
 def _is_id(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    # pycocotools and our category table keep ids in int64 arrays: a larger id would crash them (OverflowError)
+    return isinstance(v, int) and not isinstance(v, bool) and -2 ** 63 <= v < 2 ** 63
 
 
 def _is_number(v) -> bool:
@@ -72,7 +75,7 @@ def _check_annotations(gt: dict, source: str) -> dict:
             found = sorted(map(str, im)) if isinstance(im, dict) else type(im).__name__
             raise ValueError(f"{source}: images[{i}] expected fields 'id' and 'file_name', found {found}"[:300])
         if not _is_id(im["id"]):
-            raise ValueError(f"{source}: images[{i}].id expected an integer, found {im['id']!r}"[:200])
+            raise ValueError(f"{source}: images[{i}].id expected a 64-bit integer, found {im['id']!r}"[:200])
         if not isinstance(im["file_name"], str):
             raise ValueError(f"{source}: images[{i}].file_name expected a string, found {im['file_name']!r}"[:200])
         if im["id"] in image_ids:
@@ -86,7 +89,7 @@ def _check_annotations(gt: dict, source: str) -> dict:
         cat_ids = set()
         for i, c in enumerate(cats):
             if not isinstance(c, dict) or not _is_id(c.get("id")) or not isinstance(c.get("name", ""), str):
-                raise ValueError(f"{source}: categories[{i}] expected {{'id': integer, 'name': string}}, found "
+                raise ValueError(f"{source}: categories[{i}] expected {{'id': 64-bit integer, 'name': string}}, found "
                                  f"{c!r}"[:300])
             if c["id"] in cat_ids:
                 raise ValueError(f"{source}: categories[{i}].id {c['id']} is a duplicate")
@@ -106,7 +109,7 @@ def _check_annotations(gt: dict, source: str) -> dict:
                 raise ValueError(f"{where} field '{key}' is missing (found {sorted(map(str, a))})"[:300])
         for key in ("image_id", "category_id"):
             if not _is_id(a[key]):
-                raise ValueError(f"{where}.{key} expected an integer, found {a[key]!r}"[:200])
+                raise ValueError(f"{where}.{key} expected a 64-bit integer, found {a[key]!r}"[:200])
         box = a["bbox"]
         if not isinstance(box, list) or len(box) != 4:
             raise ValueError(f"{where}.bbox expected [x, y, w, h], found {box}"[:200])
@@ -126,7 +129,7 @@ def _check_annotations(gt: dict, source: str) -> dict:
             raise ValueError(f"{where}.area expected a finite number >= 0, found {area!r}"[:200])
         ann_id = a.get("id", i + 1)
         if not _is_id(ann_id) or ann_id in ann_ids:
-            raise ValueError(f"{where}.id expected a unique integer, found {ann_id!r}"[:200])
+            raise ValueError(f"{where}.id expected a unique 64-bit integer, found {ann_id!r}"[:200])
         ann_ids.add(ann_id)
         checked.append({**a, "iscrowd": int(crowd), "area": area, "id": ann_id})
     return {**gt, "annotations": checked}

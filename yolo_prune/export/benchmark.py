@@ -122,6 +122,23 @@ def op_profile_markdown(rows: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- models
+def _sidecar_stats(side: dict, path: Path) -> dict:
+    """The sidecar fields the benchmark reports, checked (the sidecar travels with a downloaded .onnx): macs and
+    params non-negative integers, imgsz [h, w] positive integers, architecture a short string."""
+    def fail(key):
+        raise ValueError(f"{path}.json: field '{key}' expected {want[key]}, found {side[key]!r}"[:300])
+
+    want = {"macs": "a non-negative integer", "params": "a non-negative integer", "imgsz": "[height, width] (two "
+            "positive integers)", "architecture": "a string of at most 200 characters"}
+    count = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+    ok = {"macs": count, "params": count, "architecture": lambda v: isinstance(v, str) and len(v) <= 200,
+          "imgsz": lambda v: isinstance(v, list) and len(v) == 2 and all(count(x) and x > 0 for x in v)}
+    for key, check in ok.items():
+        if side.get(key) is not None and not check(side[key]):
+            fail(key)
+    return side
+
+
 class _Entry:
     """One model of the benchmark: a PyTorch Detector and/or an ONNX file, with its MACs/params per image."""
 
@@ -139,7 +156,7 @@ class _Entry:
             path = Path(weights)
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: ONNX file not found")
-            side = read_sidecar(path)
+            side = _sidecar_stats(read_sidecar(path), path)
             self.macs, self.params = side.get("macs"), side.get("params")
             self.architecture = side.get("architecture", self.architecture)
             if side.get("imgsz") and list(side["imgsz"]) != list(imgsz) and side.get("macs"):

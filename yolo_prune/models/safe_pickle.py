@@ -378,6 +378,11 @@ def _check_ndarray_state(target, state, refuse) -> None:
                                                              n <= max(len(data), 1))
     if not ok:
         refuse("refused a numpy array whose shape does not match the data it carries")
+    # numpy allocates shape x itemsize bytes; bytes data must fill them (numpy checks), but a list carries only
+    # one object per item: an object dtype with a subarray or fields (('O', (10**8,))) would zero-fill gigabytes
+    if isinstance(data, list) and not (isinstance(state[2], np.dtype) and state[2] == np.dtype(object)):
+        refuse(f"refused a numpy object array of dtype {str(state[2])[:80]}: only the plain object dtype 'O' is "
+               "accepted for arrays pickled as lists")
 
 
 def _qualname(obj) -> str:
@@ -531,7 +536,18 @@ def _numpy_allowed() -> dict:
         import numpy as np
     except ImportError:
         return {}
-    scalar = np.float64(0).__reduce__()[0]  # numpy's scalar rebuild helper (numpy 1 and 2 differ in path)
+    raw_scalar = np.float64(0).__reduce__()[0]  # numpy's scalar rebuild helper (numpy 1 and 2 differ in path)
+
+    def scalar(dtype, *obj):
+        # numpy writes scalar(dtype, bytes of dtype.itemsize) (an object scalar: the object). Without the bytes it
+        # would malloc and zero-fill itemsize bytes, which a pickled dtype sets to gigabytes ('V2000000000')
+        plain = isinstance(dtype, np.dtype) and len(obj) == 1 and not dtype.hasobject and \
+            isinstance(obj[0], bytes) and len(obj[0]) == dtype.itemsize
+        if not (plain or isinstance(dtype, np.dtype) and dtype == np.dtype(object) and len(obj) == 1):
+            size = f"{dtype.itemsize:,}-byte " if isinstance(dtype, np.dtype) else ""
+            raise RefusedGlobal(f"refused numpy scalar({size}{str(dtype)[:60]}, ...): expected the dtype with exactly "
+                                f"its itemsize in bytes, as numpy pickles a scalar")
+        return raw_scalar(dtype, *obj)
     raw_reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
 
     def reconstruct(subtype, shape, dtype):

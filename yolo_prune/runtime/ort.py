@@ -28,6 +28,12 @@ class ProviderUnavailableError(RuntimeError):
     """An explicitly requested onnxruntime execution provider is not usable on this machine."""
 
 
+class OnnxModelError(ValueError, RuntimeError):
+    """onnxruntime refused the file (not a model, corrupt, invalid graph, external data outside its folder).
+
+    A ValueError like every refusal of bad input (the tools print it in one line), and a RuntimeError as before."""
+
+
 def provider_name(name: str) -> str:
     """'cpu' / 'cuda' / 'trt' or a full onnxruntime provider name -> the full name."""
     return PROVIDER_ALIASES.get(name.lower(), name)
@@ -65,8 +71,9 @@ def make_session(path: str | os.PathLike, providers=None, threads: int | None = 
         session = ort.InferenceSession(str(path), sess_options=_session_options(threads, spinning),
                                        providers=[n for n, _ in chain], provider_options=[o for _, o in chain])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated exception types
-        raise RuntimeError(f"{path}: onnxruntime could not load the model with providers "
-                           f"{[n for n, _ in chain]}: {e}") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
+        raise OnnxModelError(f"{path}: onnxruntime could not load the model with providers "
+                             f"{[n for n, _ in chain]}: {first}") from e
     if providers is not None:  # an explicit request: a provider that did not load is an error
         _refuse_fallback(chain, session.get_providers())
     return session
@@ -156,15 +163,51 @@ def kernel_times(session) -> list[tuple[str, str, float]]:
 
 
 # --------------------------------------------------------------------------------------------------- detector
+MAX_SIDECAR_BYTES = 64 * 1024 * 1024  # the sidecar of a 100,000-class model is about 2 MB
+MAX_OUTPUT_STRIDE = 1024  # a detector's coarsest output level (P7 models: 128); images are padded to its multiple
+
+
 def read_sidecar(path: str | os.PathLike) -> dict:
     """``model.onnx.json`` written by ``export_onnx`` beside the ONNX file, or {} when absent."""
     side = Path(str(path) + ".json")
     if not side.is_file():
         return {}
+    if side.stat().st_size > MAX_SIDECAR_BYTES:
+        raise ValueError(f"{side}: {side.stat().st_size:,} bytes, more than the {MAX_SIDECAR_BYTES:,} an export "
+                         "sidecar may have; delete it or re-export the model")
     try:
-        return json.loads(side.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{side}: not valid JSON ({e}); delete it or re-export the model") from e
+        meta = json.loads(side.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, 4300-digit integers
+        raise ValueError(f"{side}: not valid UTF-8 JSON ({type(e).__name__}: {e}); delete it or re-export the "
+                         "model"[:400]) from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{side}: expected a JSON object (names, strides, ...), found {type(meta).__name__}")
+    return meta
+
+
+def _checked_strides(strides, source: str) -> tuple[int, ...]:
+    """Output strides: a list of integers in 1..MAX_OUTPUT_STRIDE (each input is padded to a multiple of the
+    largest, so a huge one would make every image a canvas of gigabytes)."""
+    from ..models.validate import check_int
+
+    if not isinstance(strides, (list, tuple)) or len(strides) > 16:
+        raise ValueError(f"{source}: field 'strides' expected a list of at most 16 integers, found {strides!r}"[:300])
+    return tuple(check_int(s, source, f"strides[{i}]", 1, MAX_OUTPUT_STRIDE) for i, s in enumerate(strides))
+
+
+def _check_input_shape(shape, source: str) -> None:
+    """The fixed sizes of the model's input (B, 3, H, W): positive, and one batch within max_activation elements
+    (the evaluation allocates and pads whole batches of that size)."""
+    from ..models.validate import _over, limits
+
+    if len(shape) != 4:
+        raise ValueError(f"{source}: input expected 4 dimensions (B, 3, H, W), found {list(shape)}")
+    fixed = [d for d in shape if isinstance(d, int)]
+    if any(d < 1 for d in fixed):
+        raise ValueError(f"{source}: input expected positive sizes (B, 3, H, W), found {list(shape)}")
+    n, lim = int(np.prod(fixed, dtype=object)), limits().max_activation
+    if n > lim:
+        raise _over(source, f"input shape {list(shape)}", "max_activation", lim, f"{n:,} elements")
 
 
 class OrtDetector:
@@ -187,6 +230,7 @@ class OrtDetector:
         self.input_dtype = _ORT_TO_NUMPY.get(inp.type, np.float32)
         self.output_name = self.session.get_outputs()[0].name
         shape = inp.shape
+        _check_input_shape(shape, str(self.path))
         self.batch = shape[0] if isinstance(shape[0], int) else None
         self.imgsz = (shape[2], shape[3]) if all(isinstance(s, int) for s in shape[2:4]) else None
         self._read_description(self.session.get_modelmeta().custom_metadata_map)
@@ -198,13 +242,18 @@ class OrtDetector:
         if not names:
             raise ValueError(f"{self.path}: class names not found: expected 'names' in {self.path}.json or in the "
                              "ONNX metadata (export with yolo_prune.export.export_onnx)")
-        self.names = {int(k): str(v) for k, v in dict(names).items()}
+        from ..models.detector import names_dict
+        from ..models.validate import check_int, limits
+
+        self.names = names_dict(names, str(self.path))
+        check_int(len(self.names), str(self.path), "names (number of classes)", 1, limits().max_classes,
+                  "max_classes")
         strides = self.meta.get("strides") or _json_prop(props, "strides", self.path) or []
-        self.strides = tuple(int(s) for s in strides)
-        self.family = self.meta.get("family") or props.get("family", "")
+        self.strides = _checked_strides(strides, str(self.path))
+        self.family = str(self.meta.get("family") or props.get("family", ""))[:100]
         # output0 layout (runtime/layouts.py): read back as ours, so every layout scores and benchmarks the same
         self.layout = self.meta.get("output_layout") or props.get("layout") or "ours"
-        if self.layout not in LAYOUTS:
+        if not isinstance(self.layout, str) or self.layout not in LAYOUTS:
             raise ValueError(f"{self.path}: output layout {self.layout!r} unknown (expected one of "
                              f"{', '.join(LAYOUTS)})")
 
@@ -262,5 +311,6 @@ def _json_prop(props: dict, key: str, path: Path):
         return None
     try:
         return json.loads(props[key])
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: ONNX metadata '{key}' is not valid JSON: {props[key][:80]!r}") from e
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, 4300-digit integers, deep nesting
+        raise ValueError(f"{path}: ONNX metadata '{key}' is not valid JSON ({type(e).__name__}): "
+                         f"{props[key][:80]!r}") from None
