@@ -9,6 +9,7 @@ from yolo_prune.models.detector import Detector
 from yolo_prune.models.native import write_native
 from yolo_prune.models.transfer import ClassConv, set_num_classes
 from yolo_prune.models.validate import ModelSpecError
+from yolo_prune.prune import PlanError
 from yolo_prune.train.losses import AnchorFreeLoss, build_loss
 
 
@@ -133,6 +134,37 @@ def test_a_registered_criterion_is_planned_with_and_offered_by_the_cli(tmp_path)
             main(["--weights", "x.yaml", "--ratio", "0.5", "--criterion", "nope", "--out", str(tmp_path / "p.pt")])
     finally:
         importance._CRITERIA.pop("last_first", None)
+
+
+def test_a_criterion_on_calibration_images_measures_its_own_statistics():
+    """A criterion with needs_calibration gets what its own ``statistics`` measured on the calibration images;
+    without images prune_model says which criterion needs them."""
+    import numpy as np
+
+    from yolo_prune.prune import importance, prune_model
+    from yolo_prune.prune.importance import Criterion, register_criterion
+    seen = {}
+
+    @register_criterion
+    class MeanInput(Criterion):  # keeps the positions whose producer is most active on the images
+        name, needs_calibration = "mean_input", True
+
+        def statistics(self, model, graph, images, positions, seed):
+            seen["images"] = len(images)
+            return {"marker": 7}
+
+        def scores(self, group, modules, rng, stats):
+            assert stats == {"marker": 7}
+            return np.arange(1, group.width + 1, dtype=float)
+    try:
+        det = build_toy({"width": 16, "nc": 2})
+        rep = prune_model(det, 0.5, criterion="mean_input", round_to=1, imgsz=32, verify=False, progress=False,
+                          calib=torch.rand(3, 3, 32, 32))
+        assert seen == {"images": 3} and rep["removed_channels"] == 8
+        with pytest.raises(PlanError, match="criterion mean_input needs unlabeled calibration images"):
+            prune_model(build_toy({"width": 16, "nc": 2}), 0.5, criterion="mean_input", imgsz=32, verify=False)
+    finally:
+        importance._CRITERIA.pop("mean_input", None)
 
 
 def test_unknown_criterion_error_lists_the_registry():

@@ -339,7 +339,7 @@ def _taylor_grad_fn(ctx: Context):
 
 
 def prune_with_gamma(ctx: Context, source: Path, baseline: Path, folder: Path) -> tuple[dict, dict]:
-    """prune_checkpoint on ``source``, plus gamma.json: |γ| of the baseline and of ``source``, and the removed ones."""
+    """prune_file on ``source``, plus gamma.json: |γ| of the baseline and of ``source``, and the removed ones."""
     from ..graph import prunable_bn_names
     from ..models import load
     from ..prune.options import Calibration, LatencySetup, PassOptions, spec_from_arguments
@@ -352,13 +352,15 @@ def prune_with_gamma(ctx: Context, source: Path, baseline: Path, folder: Path) -
     gamma_base = _bn_gammas(load(baseline), names)
     out = folder / "pruned.pt"
     spec = spec_from_arguments(ratio=cfg["ratio"], criterion=cfg["criterion"], local=bool(cfg["local"]),
-                     threshold=cfg["threshold"], target_macs=cfg["target_macs"], target_latency=cfg["target_latency"],
-                     round_to=None if cfg["target_latency"] is not None else cfg["round_to"],
-                     min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]), compensate=cfg["compensate"])
-    calib = calib_args(ctx)
-    report = prune_file(str(source), out, spec, grad_fn=_taylor_grad_fn(ctx),
-                        calibration=Calibration(source=calib.get("calib"), count=calib.get("calib_images", 128),
-                                                imgsz=calib.get("calib_imgsz", 320)),
+                               threshold=cfg["threshold"], target_macs=cfg["target_macs"],
+                               target_latency=cfg["target_latency"],
+                               round_to=None if cfg["target_latency"] is not None else cfg["round_to"],
+                               min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]),
+                               compensate=cfg["compensate"])
+    calib = calib_args(ctx)  # the same values the stage's cache key and reproduce command use
+    calibration = Calibration(source=calib["calib"], count=calib["calib_images"], imgsz=calib["calib_imgsz"]) \
+        if calib else Calibration()
+    report = prune_file(str(source), out, spec, grad_fn=_taylor_grad_fn(ctx), calibration=calibration,
                         latency=LatencySetup(backend=cfg["latency_backend"], threads=cfg["latency_threads"]),
                         run=PassOptions(imgsz=cfg["imgsz"], seed=cfg["seed"]))
     removed = {n: report["plan"]["layers"][n] for n in names if n in report["plan"]["layers"]}  # the plan itself

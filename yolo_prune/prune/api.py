@@ -14,8 +14,8 @@ from .compensate import compensation_constants, fold_constants
 from .importance import get_criterion
 from .latency import LatencyModel, OrtMeasurer, plan_for_latency
 from .plan import PlanError, agp_schedule, make_plan, removed_per_layer, resolve_names
-from .reconstruct import input_statistics, reconstruct
 from .options import Calibration, LatencySetup, PassOptions, sort_keywords
+from .reconstruct import reconstruct
 from .spec import PruneSpec
 from .surgery import apply_plan
 
@@ -68,7 +68,7 @@ def prune(model: nn.Module, spec: PruneSpec, *, grad_fn=None, calibration: Calib
     t0 = time.perf_counter()
     crit = get_criterion(spec.criterion)
     calib = calibration.images
-    needs_calib = _needs_calibration(spec, crit, calib)
+    needs_calib = _needs_calibration(spec, calib)
     ignored = _resolve_layer_names(model, spec)
     g = torch.Generator().manual_seed(run.seed)
     ref_param = next(model.parameters())
@@ -108,11 +108,16 @@ def prune(model: nn.Module, spec: PruneSpec, *, grad_fn=None, calibration: Calib
     return report
 
 
-def _needs_calibration(spec: PruneSpec, crit, calib) -> bool:
-    """Whether the spec needs calibration images (reconstruct, or a criterion on statistics); an error without."""
-    needs_calib = spec.compensate == "reconstruct" or crit.needs_calibration
+def needs_calibration(spec: PruneSpec) -> bool:
+    """Whether ``spec`` needs calibration images: reconstruct, or a criterion on input statistics."""
+    return spec.compensate == "reconstruct" or get_criterion(spec.criterion).needs_calibration
+
+
+def _needs_calibration(spec: PruneSpec, calib) -> bool:
+    """``needs_calibration``, and an error where the images are needed but missing."""
+    needs_calib = needs_calibration(spec)
     if needs_calib and calib is None:
-        raise PlanError(f"{'compensate reconstruct' if spec.compensate == 'reconstruct' else 'criterion recon'} "
+        raise PlanError(f"{'compensate reconstruct' if spec.compensate == 'reconstruct' else 'criterion ' + spec.criterion} "
                         "needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
     return needs_calib
 
@@ -177,7 +182,7 @@ def _plan(model, graph, spec: PruneSpec, grad_fn, calib, calib_positions: int, s
         grad_fn(model)
     stats = None
     if crit.needs_calibration:
-        stats = input_statistics(model, graph, calib, calib_positions, seed)
+        stats = crit.statistics(model, graph, calib, calib_positions, seed)
     latency = None
     if spec.target_latency is not None:
         plan, latency = _plan_latency(model, graph, spec.target_latency, spec.round_to, **latency_args,

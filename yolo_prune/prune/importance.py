@@ -99,6 +99,12 @@ class Criterion:
     def scores(self, group: Group, modules: dict, rng: np.random.Generator, stats: dict | None) -> np.ndarray:
         raise NotImplementedError
 
+    def statistics(self, model: nn.Module, graph, images: torch.Tensor, positions: int, seed: int) -> dict:
+        """What ``scores`` reads as ``stats`` when ``needs_calibration``: the input statistics of every layer with
+        prunable inputs on the calibration ``images`` (a criterion measuring something else overrides this)."""
+        from .reconstruct import input_statistics
+        return input_statistics(model, graph, images, positions, seed)
+
 
 _CRITERIA: dict[str, Criterion] = {}
 

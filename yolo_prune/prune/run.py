@@ -11,10 +11,10 @@ from ..models import load
 from ..models.checkpoint import compose_plans, save
 from ..models.native import write_native
 from ..versions import versions
-from .api import prune
+from .api import needs_calibration, prune
 from .importance import get_criterion
-from .plan import PlanError
 from .options import Calibration, LatencySetup, PassOptions, sort_keywords
+from .plan import PlanError
 from .spec import PruneSpec
 from .unstructured import prune_unstructured
 
@@ -91,11 +91,7 @@ def _prune_structured(det, spec: PruneSpec, grad_fn, calibration: Calibration, l
         raise PlanError("--criterion taylor needs gradients: --data D.yaml (a few labelled batches) or --calib "
                         "IMAGES (unlabeled: pseudo-labels from the model itself); library callers pass "
                         "grad_fn=yolo_prune.train.taylor.grad_fn_for(...)")
-    recon = spec.compensate == "reconstruct"
-    if recon or get_criterion(spec.criterion).needs_calibration:
-        if calibration.source is None:
-            raise PlanError(f"{'--compensate reconstruct' if recon else '--criterion recon'}"
-                            " needs unlabeled calibration images: --calib DATA_YAML|IMAGE_DIR")
+    if calibration.source is not None and needs_calibration(spec):  # without a source, prune() says what is missing
         from ..eval.infer import model_stride
         from .reconstruct import calibration_batch
         images = calibration_batch(calibration.source, calibration.count, calibration.imgsz, model_stride(det))
