@@ -303,3 +303,50 @@ def test_feature_distillation_lowers_the_feature_error():
                       features=1.0, removed=removed, head=0.0)  # a random head's outputs would swamp the term
     assert _feature_loss(student.eval(), teacher, removed, imgs) < 0.8 * before
     assert not any(m._forward_hooks for m in student.modules())
+
+
+def test_mosaic_tiles_four_calibration_images_at_half_size():
+    from yolo_prune.train.unlabeled import _mosaic
+    imgs = _images(3, 64)
+    gen = torch.Generator().manual_seed(0)
+    m = _mosaic(imgs, 5, gen)
+    assert m.shape == (5, 3, 64, 64)
+    halves = torch.nn.functional.interpolate(imgs, size=(32, 32), mode="bilinear", align_corners=False,
+                                             antialias=True)
+    for tile in (m[:, :, :32, :32], m[:, :, :32, 32:], m[:, :, 32:, :32], m[:, :, 32:, 32:]):
+        # every quadrant of every mosaic is one of the calibration images, downscaled
+        err = (tile.unsqueeze(1) - halves.unsqueeze(0)).abs().amax(dim=(2, 3, 4))  # (5 mosaics, 3 images)
+        assert bool((err.min(1).values < 1e-6).all())
+    odd = _mosaic(_images(2, 65), 2, gen)
+    assert odd.shape == (2, 3, 65, 65)
+
+
+def test_time_budget_anneals_the_learning_rate_and_stops(monkeypatch):
+    """A run capped by minutes follows the cosine over the time spent: it ends annealed, not mid-schedule."""
+    import yolo_prune.train.unlabeled as ul
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(ul.time, "time", lambda: clock["t"])
+    budget = ul._Budget(steps=1000, max_minutes=1.0)
+    assert budget.lr_factor() < 0.05  # warming up
+    clock["t"] += 1.5  # 2.5 % of the time: half way through the warm-up
+    assert budget.lr_factor() == pytest.approx(0.5, abs=0.03)
+    clock["t"] += 28.5  # half the time, 1 % of the steps: the schedule is half way
+    budget.done_steps = 10
+    assert budget.fraction() == pytest.approx(0.5) and budget.lr_factor() == pytest.approx(0.5)
+    clock["t"] += 60
+    assert budget.fraction() == 1.0 and budget.lr_factor() == pytest.approx(0.0)
+    no_cap = ul._Budget(steps=4, max_minutes=None, warmup=0.0)
+    no_cap.done_steps = 2
+    assert no_cap.fraction() == pytest.approx(0.5) and no_cap.lr_factor() == pytest.approx(0.5)
+
+
+def test_distillation_stops_at_its_time_limit():
+    from yolo_prune.train.unlabeled import distill_unlabeled
+    teacher = _randomize_bn(load("yolov5nu.yaml")).eval()
+    student = copy.deepcopy(teacher)
+    prune_model(student, 0.3, criterion="l2", compensate="bias", imgsz=64, verify=False)
+    rep = distill_unlabeled(student, teacher, _images(8, 64), epochs=50, batch=4, lr=1e-3, progress=False,
+                            max_minutes=1e-9)
+    assert rep["epochs"] == 1  # the first step used the whole budget
+    with pytest.raises(ValueError, match="mosaic"):
+        distill_unlabeled(student, teacher, _images(2, 64), mosaic=1.5, progress=False)
