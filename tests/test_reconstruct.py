@@ -350,3 +350,30 @@ def test_distillation_stops_at_its_time_limit():
     assert rep["epochs"] == 1  # the first step used the whole budget
     with pytest.raises(ValueError, match="mosaic"):
         distill_unlabeled(student, teacher, _images(2, 64), mosaic=1.5, progress=False)
+
+
+def test_finetune_unlabeled_cli_distils_a_pruned_checkpoint_within_its_time_budget(tmp_path, capsys):
+    """tools/finetune.py --unlabeled: the pruned checkpoint (its plan pairs the features) is distilled from its
+    teacher on a folder of images without labels, and written with its report."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    from yolo_prune.commands.finetune import main
+    from yolo_prune.models.checkpoint import save
+    src = tmp_path / "imgs"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        cv2.imwrite(str(src / f"{i}.jpg"), rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    teacher = tmp_path / "t.pt"
+    save(_randomize_bn(load("yolov5nu.yaml")), teacher)
+    prune_checkpoint(teacher, tmp_path / "p.pt", ratio=0.3, criterion="l2", compensate="bias", imgsz=64)
+    main(["--weights", str(tmp_path / "p.pt"), "--teacher", str(teacher), "--unlabeled", str(src), "--epochs", "50",
+          "--max-minutes", "0.05", "--imgsz", "64", "--batch", "2", "--distill-features", "1", "--out",
+          str(tmp_path / "d")])
+    assert "student-teacher gap" in capsys.readouterr().out
+    report = json.loads((tmp_path / "d" / "distilled.json").read_text())
+    assert 1 <= report["epochs"] < 50  # stopped by the 3-second budget, not by the epochs
+    assert load(tmp_path / "d" / "distilled.pt").prune_plan  # the plan travels on
