@@ -202,14 +202,19 @@ def test_reconstructed_checkpoint_reloads_bit_identically(tmp_path, shared):
     assert list(fresh) == list(state) and all(torch.equal(fresh[k], v) for k, v in state.items())
 
 
-def test_darknet_reconstruct_writes_native_files(tmp_path):
-    src = tmp_path / "imgs"
-    src.mkdir()
+def _image_folder(folder: Path, n: int, shape=(50, 70, 3), suffix=".png") -> Path:
+    """``n`` random photos-to-be (no labels) in ``folder``."""
     import cv2
     import numpy as np
+    folder.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(3):
-        cv2.imwrite(str(src / f"{i}.png"), rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i}{suffix}"), rng.integers(0, 255, shape, dtype=np.uint8))
+    return folder
+
+
+def test_darknet_reconstruct_writes_native_files(tmp_path):
+    src = _image_folder(tmp_path / "imgs", 3)
     out = tmp_path / "d.pt"
     rep = prune_checkpoint(ROOT / "cfg/yolov4-tiny.cfg", out, ratio=0.3, compensate="reconstruct", calib=src,
                            calib_imgsz=64, imgsz=64)
@@ -357,16 +362,9 @@ def test_finetune_unlabeled_cli_distils_a_pruned_checkpoint_within_its_time_budg
     teacher on a folder of images without labels, and written with its report."""
     import json
 
-    import cv2
-    import numpy as np
-
     from yolo_prune.commands.finetune import main
     from yolo_prune.models.checkpoint import save
-    src = tmp_path / "imgs"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        cv2.imwrite(str(src / f"{i}.jpg"), rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    src = _image_folder(tmp_path / "imgs", 4, (60, 80, 3), ".jpg")
     teacher = tmp_path / "t.pt"
     save(_randomize_bn(load("yolov5nu.yaml")), teacher)
     prune_checkpoint(teacher, tmp_path / "p.pt", ratio=0.3, criterion="l2", compensate="bias", imgsz=64)

@@ -4,28 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def names_dict(names, source: str) -> dict | None:
-    """Class names as {index: name} from a list or a dict; errors name the source and the field."""
-    if names is None:
-        return None
-    if isinstance(names, (list, tuple)):
-        return {i: str(n) for i, n in enumerate(names)}
-    if not isinstance(names, dict):
-        raise ValueError(f"{source}: field 'names' expected a list or dict, found {type(names).__name__}")
-    try:
-        out = {int(k): str(v) for k, v in names.items()}
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: field 'names' expected integer class indices, found {list(names)[:5]}"[:300]) \
-            from e
-    # class indices size lookup tables (evaluation's class -> category table has max index + 1 entries)
-    if sorted(out) != list(range(len(out))):
-        from .validate import ModelSpecError
-
-        keys = sorted(out)
-        raise ModelSpecError(f"{source}: field 'names' expected class indices 0..{len(out) - 1}, found {keys[:5]}"[:200]
-                         + f" (smallest {keys[0]}, largest {keys[-1]})"[:100])
-    return out
+from .validate import names_dict  # noqa: F401  (re-exported: the families import it from here)
 
 
 class Detector(nn.Module):

@@ -500,3 +500,24 @@ def read_yaml_file(path, what: str = "model yaml", lim: Limits | None = None):
         raise ModelSpecError(f"{p}: not valid yaml ({first})") from None
     except RecursionError:
         raise ModelSpecError(f"{p}: yaml nested too deeply") from None
+
+
+def names_dict(names, source: str) -> dict | None:
+    """Class names as {index: name} from a list or a dict; errors name the source and the field."""
+    if names is None:
+        return None
+    if isinstance(names, (list, tuple)):
+        return {i: str(n) for i, n in enumerate(names)}
+    if not isinstance(names, dict):
+        raise ValueError(f"{source}: field 'names' expected a list or dict, found {type(names).__name__}")
+    try:
+        out = {int(k): str(v) for k, v in names.items()}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: field 'names' expected integer class indices, found {list(names)[:5]}"[:300]) \
+            from e
+    # class indices size lookup tables (evaluation's class -> category table has max index + 1 entries)
+    if sorted(out) != list(range(len(out))):
+        keys = sorted(out)
+        raise ModelSpecError(f"{source}: field 'names' expected class indices 0..{len(out) - 1}, found {keys[:5]}"[:200]
+                         + f" (smallest {keys[0]}, largest {keys[-1]})"[:100])
+    return out

@@ -242,8 +242,7 @@ class OrtDetector:
         if not names:
             raise ValueError(f"{self.path}: class names not found: expected 'names' in {self.path}.json or in the "
                              "ONNX metadata (export with yolo_prune.export.export_onnx)")
-        from ..models.detector import names_dict
-        from ..models.validate import check_int, limits
+        from ..models.validate import check_int, limits, names_dict
 
         self.names = names_dict(names, str(self.path))
         check_int(len(self.names), str(self.path), "names (number of classes)", 1, limits().max_classes,
