@@ -62,6 +62,7 @@ def main():
     p.add_argument("--distill-lr", type=float, default=2e-4)
     p.add_argument("--distill-features", type=float, nargs="+", default=[0.0],
                    help="feature-distillation weights to run per distilled row (0: head outputs only)")
+    p.add_argument("--ignore", nargs="*", default=[], help="layer globs left out of every cut (prune.py --ignore)")
     p.add_argument("--out", default="runs/bench/prune_recon")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -90,7 +91,8 @@ def main():
             t = time.time()
             rep = prune_model(det, target_macs=tm, criterion=crit, compensate=comp, round_to=a.round_to,
                               imgsz=a.imgsz, verify=False, grad_fn=grad_fn,
-                              calib=calib, calib_positions=a.calib_positions, recon_alpha=a.alpha, progress=False)
+                              calib=calib, calib_positions=a.calib_positions, recon_alpha=a.alpha, progress=False,
+                              ignore=a.ignore)
             prune_s = time.time() - t
             r = evaluate(det, **ev)
             out = {"row": row, "target_macs": tm, "macs_ratio": rep["macs_ratio"], "mAP50-95": r["mAP50-95"],
