@@ -2,8 +2,10 @@
 """Experiment (not an option; it lost, see docs/BENCHMARKS.md): rank channels across groups by a measured
 output sensitivity instead of the group mean, then prune with reconstruction and score on coco128 val.
 
-    python benchmarks/sensitivity_allocation.py --targets 0.9 0.8 --rows l2 measured --out runs/bench/sens_alloc
-    python benchmarks/sensitivity_allocation.py --targets 0.9 --rows l2 --ignore 'model.model.23*' 'model.model.21*'
+    python benchmarks/sensitivity_allocation.py --targets 0.9 0.8 --rows reconstruct:l2 reconstruct:measured \
+        --no-unpruned --distill --out runs/bench/sens_alloc
+
+It is ``benchmarks/prune_recon.py`` (same flags, same rows and scoring) with one more criterion registered.
 
 The criterion ``measured`` (registered here through the criterion registry, as a user's own criterion would be):
 the prediction change when each group's weakest channels are replaced by their mean (what β compensation leaves
@@ -22,11 +24,7 @@ scores), so it needs no labels and no family loss:
 with s the class scores, b the (cx, cy, w, h) box and conf_n the unpruned model's best class score of
 prediction n.
 """
-import argparse
-import copy
-import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +33,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_prune.eval.coco import evaluate  # noqa: E402
 from yolo_prune.layers import Role, kept_modes  # noqa: E402
-from yolo_prune.models import load  # noqa: E402
-from yolo_prune.prune import prune_model  # noqa: E402
 from yolo_prune.prune.importance import _CRITERIA, Criterion, register_criterion  # noqa: E402
-from yolo_prune.prune.reconstruct import calibration_batch  # noqa: E402
-from yolo_prune.versions import versions  # noqa: E402
 
 
 def prediction_damage(pred: torch.Tensor, ref: torch.Tensor) -> float:
@@ -142,38 +135,8 @@ class Measured(Criterion):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default="../shared/weights/yolov5n.pt")
-    p.add_argument("--coco", default="../shared/coco128")
-    p.add_argument("--imgsz", type=int, default=320)
-    p.add_argument("--targets", type=float, nargs="+", default=[0.9, 0.8])
-    p.add_argument("--rows", nargs="+", default=["l2", "measured"], help="criteria, each with --compensate reconstruct")
-    p.add_argument("--ignore", nargs="*", default=[], help="layer globs left unpruned (the hand-made allocation)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="runs/bench/sens_alloc")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    coco = Path(a.coco)
-    ev = dict(images=coco / "images" / "val2017", ann=coco / "annotations" / "instances_val2017.json",
-              imgsz=a.imgsz, batch=16, verbose=False, threads=a.threads)
-    base = load(a.weights)
-    calib = calibration_batch(coco / "data.yaml", 128, a.imgsz)
-    rows = []
-    for tm in a.targets:
-        for crit in a.rows:
-            det, t = copy.deepcopy(base), time.time()
-            rep = prune_model(det, target_macs=tm, criterion=crit, compensate="reconstruct", round_to=8,
-                              imgsz=a.imgsz, verify=False, calib=calib, progress=False, ignore=a.ignore)
-            r = evaluate(det, **ev)
-            cut = sorted(((len(v), k) for k, v in rep["plan"]["layers"].items() if k.endswith("conv")), reverse=True)
-            rows.append({"target_macs": tm, "criterion": crit, "ignore": a.ignore, "macs_ratio": rep["macs_ratio"],
-                         "mAP50-95": r["mAP50-95"], "mAP50": r["mAP50"], "seconds": time.time() - t,
-                         "plan_s": rep["seconds"]["plan"], "most_cut": cut[:4]})
-            print(json.dumps(rows[-1]), flush=True)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sensitivity_allocation.json").write_text(json.dumps({"rows": rows, "args": vars(a),
-                                                                 "versions": versions()}, indent=1))
+    import prune_recon  # this folder: the benchmark that prunes, refits and scores each row
+    prune_recon.main()
 
 
 if __name__ == "__main__":

@@ -117,8 +117,8 @@ def _needs_calibration(spec: PruneSpec, calib) -> bool:
     """``needs_calibration``, and an error where the images are needed but missing."""
     needs_calib = needs_calibration(spec)
     if needs_calib and calib is None:
-        raise PlanError(f"{'compensate reconstruct' if spec.compensate == 'reconstruct' else 'criterion ' + spec.criterion} "
-                        "needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
+        what = "compensate reconstruct" if spec.compensate == "reconstruct" else f"criterion {spec.criterion}"
+        raise PlanError(f"{what} needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
     return needs_calib
 
 
