@@ -19,14 +19,16 @@ from yolo_prune.train.config import resolve as resolve_cfg
 # sparsity, EMA, LR/momentum warm-up, mosaic closing in the last epoch, BN recalibration, γ histogram, checkpoints.
 SEEDED = {"workers": 0, "val": False, "imgsz": 64, "epochs": 2, "batch": 8, "nbs": 8, "warmup_epochs": 1.0,
           "mosaic": 1.0, "close_mosaic": 1, "sr": 1e-3, "bn_recalibrate": 1, "ema": True, "deterministic": True}
-# Recorded with the loop before it became the Trainer (commit e511ed6). The bytes depend on the CPU kernels and
-# thread count, so the exact check runs where they match the recording; elsewhere the per-epoch losses and the
-# total weight change must agree to 1e-3 (a different data order or augmentation draw moves them by far more).
+# Losses recorded with the loop before it became the Trainer (commit e511ed6). The weights were re-recorded after
+# c15fde0, which made BN recalibration re-estimate statistics on augmented batches: the losses stayed bit-equal,
+# the BN running statistics (and so the SHA and the total change, by 5e-4) moved. The bytes depend on the CPU
+# kernels and thread count, so the exact check runs where they match the recording; elsewhere the per-epoch losses
+# and the total weight change must agree to 1e-3 (a different data order or augmentation draw moves them by far more).
 RECORDED_ENV = "2.14.1+cu130|x86_64|AVX2|threads=2"
-RECORDED_SHA = "55e81a44370fab529f03da0e9255209d8bddfc8876e43d8ac48d7cbdcd1c6c97"
+RECORDED_SHA = "eb7a8009db7800d43325f9a129dc6fc9864a6888ff03398d0aa95a9885712d94"
 RECORDED_LOSSES = [[0.8492850065231323, 1.143052339553833, 0.5087223052978516, 0.08833813667297363],  # box cls dfl distill
                    [6.812366485595703, 4.244332313537598, 4.193479537963867, 0.10109840333461761]]
-RECORDED_ABS_DELTA = 5169.659653751281  # sum |after - before| over float tensors (BN statistics included)
+RECORDED_ABS_DELTA = 5166.829101595529  # sum |after - before| over float tensors (BN statistics included)
 
 
 @pytest.fixture(scope="module")
