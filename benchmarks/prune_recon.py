@@ -19,10 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from yolo_prune.eval.coco import evaluate  # noqa: E402
+from yolo_prune.flags import parse_macs_exponent  # noqa: E402
 from yolo_prune.models import load  # noqa: E402
 from yolo_prune.prune import prune_model  # noqa: E402
 from yolo_prune.prune.reconstruct import calibration_batch  # noqa: E402
 from yolo_prune.train.taylor import pseudo_label_grad_fn, taylor_grad_fn  # noqa: E402
+from yolo_prune.train.unlabeled import student_teacher_gap  # noqa: E402
 from yolo_prune.versions import versions  # noqa: E402
 
 
@@ -63,6 +65,8 @@ def main():
     p.add_argument("--distill-features", type=float, nargs="+", default=[0.0],
                    help="feature-distillation weights to run per distilled row (0: head outputs only)")
     p.add_argument("--ignore", nargs="*", default=[], help="layer globs left out of every cut (prune.py --ignore)")
+    p.add_argument("--macs-exponent", type=parse_macs_exponent, default=0.0,
+                   help="rank by importance / (MACs a channel saves)^E, or auto (prune.py --macs-exponent)")
     p.add_argument("--out", default="runs/bench/prune_recon")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -92,11 +96,14 @@ def main():
             rep = prune_model(det, target_macs=tm, criterion=crit, compensate=comp, round_to=a.round_to,
                               imgsz=a.imgsz, verify=False, grad_fn=grad_fn,
                               calib=calib, calib_positions=a.calib_positions, recon_alpha=a.alpha, progress=False,
-                              ignore=a.ignore)
+                              ignore=a.ignore, macs_exponent=a.macs_exponent, calib_gap=student_teacher_gap)
             prune_s = time.time() - t
             r = evaluate(det, **ev)
             out = {"row": row, "target_macs": tm, "macs_ratio": rep["macs_ratio"], "mAP50-95": r["mAP50-95"],
-                   "mAP50": r["mAP50"], "prune_s": prune_s, "seconds": rep["seconds"]}
+                   "mAP50": r["mAP50"], "prune_s": prune_s, "seconds": rep["seconds"],
+                   "macs_exponent": rep["spec"]["macs_exponent"]}
+            if "macs_exponent" in rep:
+                out["exponent_trials"] = rep["macs_exponent"]["trials"]
             if "reconstruction" in rep:
                 rec = rep["reconstruction"]
                 out.update(refit_layers=rec["refit_layers"], fallback=rec["fallback_layers"],

@@ -11,6 +11,7 @@ from yolo_prune.prune.options import Calibration, LatencySetup, PassOptions
 from yolo_prune.prune.run import prune_file, summary_table
 from yolo_prune.prune.spec import PruneSpec
 from yolo_prune.train.taylor import grad_fn_for
+from yolo_prune.train.unlabeled import student_teacher_gap
 
 
 def main(argv=None):
@@ -24,11 +25,11 @@ def main(argv=None):
     spec = None if a.mode == "unstructured" else PruneSpec(
         ratio=a.ratio, threshold=a.threshold, target_macs=a.target_macs, target_latency=a.target_latency,
         criterion=a.criterion, round_to=a.round_to, min_keep=a.min_keep, ignore=a.ignore, local=a.local,
-        compensate="off" if a.no_compensate else a.compensate)
+        compensate="off" if a.no_compensate else a.compensate, macs_exponent=a.macs_exponent)
     report = prune_file(
         a.weights, a.out, spec, mode=a.mode, amount=a.amount, config=a.config, show_groups=a.show_groups,
         device=a.device, grad_fn=grad_fn,
-        calibration=Calibration(source=a.calib, count=a.calib_images, imgsz=a.calib_imgsz),
+        calibration=Calibration(source=a.calib, count=a.calib_images, imgsz=a.calib_imgsz, gap=student_teacher_gap),
         latency=LatencySetup(backend=a.backend, threads=a.threads, cache=a.latency_cache),
         run=PassOptions(imgsz=a.imgsz, seed=a.seed))
     print(summary_table(report))
@@ -37,6 +38,11 @@ def main(argv=None):
         print(f"reconstruction: {r['refit_layers']} layers refit on {r['images']} images, mean relative error "
               f"{r['rel_err_before_mean']:.3f} -> {r['rel_err_after_mean']:.3f}"
               + (f", kept β compensation: {', '.join(r['fallback_layers'])}" if r["fallback_layers"] else ""))
+    if "macs_exponent" in report:
+        m = report["macs_exponent"]
+        print(f"macs exponent {m['chosen']:g} chosen by the output gap on {m['gap_images']} calibration images: "
+              + ", ".join(f"{t['macs_exponent']:g}: " + (f"{t['gap']:.4f}" if "gap" in t else "unreachable")
+                          for t in m["trials"]))
     if report.get("latency"):
         lat = report["latency"]
         for c in lat["candidates"]:

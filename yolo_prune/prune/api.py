@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 
 import torch
@@ -16,7 +17,7 @@ from .latency import LatencyModel, OrtMeasurer, plan_for_latency
 from .plan import PlanError, agp_schedule, make_plan, removed_per_layer, resolve_names
 from .options import Calibration, LatencySetup, PassOptions, sort_keywords
 from .reconstruct import reconstruct
-from .spec import PruneSpec
+from .spec import AUTO_MACS_EXPONENTS, PruneSpec
 from .surgery import apply_plan
 
 
@@ -65,6 +66,8 @@ def prune(model: nn.Module, spec: PruneSpec, *, grad_fn=None, calibration: Calib
     planner choose the channel multiple for that runtime); ``run`` how the pass traces, profiles and verifies.
     """
     calibration, latency, run = calibration or Calibration(), latency or LatencySetup(), run or PassOptions()
+    if spec.macs_exponent == "auto":
+        return _prune_with_chosen_exponent(model, spec, grad_fn, calibration, latency, run)
     t0 = time.perf_counter()
     crit = get_criterion(spec.criterion)
     calib = calibration.images
@@ -108,16 +111,54 @@ def prune(model: nn.Module, spec: PruneSpec, *, grad_fn=None, calibration: Calib
     return report
 
 
+def _prune_with_chosen_exponent(model, spec: PruneSpec, grad_fn, calibration: Calibration, latency, run) -> dict:
+    """``macs_exponent="auto"``: prune a copy once per candidate exponent, measure each copy's output gap to the
+    original on the calibration images, then prune ``model`` with the nearest. The gap, not the layers' refit
+    errors, decides: cutting cheap P5 channels leaves every refit small and the detections far off."""
+    _needs_calibration(spec, calibration.images)
+    if calibration.gap is None:
+        raise PlanError("macs_exponent auto compares candidate cuts by their output gap: pass calib_gap= "
+                        "(yolo_prune.train.unlabeled.student_teacher_gap; the tools pass it)")
+    images = calibration.images[:max(1, calibration.gap_images)]
+    quiet = dataclasses.replace(run, verify=False, progress=False)
+    trials, first_error = [], None
+    for exponent in AUTO_MACS_EXPONENTS:
+        trial = copy.deepcopy(model)
+        try:
+            prune(trial, dataclasses.replace(spec, macs_exponent=exponent), grad_fn=grad_fn,
+                  calibration=calibration, latency=latency, run=quiet)
+        except PlanError as e:  # e.g. a strong exponent empties the cheap layers' floors first: that one drops out
+            first_error = first_error or e
+            trials.append({"macs_exponent": exponent, "error": str(e)})
+            continue
+        trials.append({"macs_exponent": exponent, "gap": float(calibration.gap(trial, model, images))})
+        if run.progress:
+            print(f"macs_exponent {exponent:g}: output gap {trials[-1]['gap']:.4f}", flush=True)
+    measured = [t for t in trials if "gap" in t]
+    if not measured:
+        raise first_error
+    best = min(measured, key=lambda t: t["gap"])["macs_exponent"]
+    report = prune(model, dataclasses.replace(spec, macs_exponent=best), grad_fn=grad_fn, calibration=calibration,
+                   latency=latency, run=run)
+    report["macs_exponent"] = {"chosen": best, "gap_images": len(images), "trials": trials}
+    return report
+
+
 def needs_calibration(spec: PruneSpec) -> bool:
-    """Whether ``spec`` needs calibration images: reconstruct, or a criterion on input statistics."""
-    return spec.compensate == "reconstruct" or get_criterion(spec.criterion).needs_calibration
+    """Whether ``spec`` needs calibration images: reconstruct, a criterion on input statistics, or a
+    ``macs_exponent`` chosen by the output gap."""
+    return (spec.compensate == "reconstruct" or get_criterion(spec.criterion).needs_calibration
+            or spec.macs_exponent == "auto")
 
 
 def _needs_calibration(spec: PruneSpec, calib) -> bool:
     """``needs_calibration``, and an error where the images are needed but missing."""
     needs_calib = needs_calibration(spec)
     if needs_calib and calib is None:
-        what = "compensate reconstruct" if spec.compensate == "reconstruct" else f"criterion {spec.criterion}"
+        what = f"criterion {spec.criterion}" if get_criterion(spec.criterion).needs_calibration else \
+            "macs_exponent auto"
+        if spec.compensate == "reconstruct":
+            what = "compensate reconstruct"
         raise PlanError(f"{what} needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
     return needs_calib
 
@@ -187,7 +228,7 @@ def _plan(model, graph, spec: PruneSpec, grad_fn, calib, calib_positions: int, s
     if spec.target_latency is not None:
         plan, latency = _plan_latency(model, graph, spec.target_latency, spec.round_to, **latency_args,
                                       criterion=spec.criterion, min_keep=spec.min_keep, overrides=spec.overrides,
-                                      seed=seed, stats=stats)
+                                      macs_exponent=spec.macs_exponent, seed=seed, stats=stats)
     else:
         plan = make_plan(graph, spec, seed=seed, stats=stats)
     if plan.removed_channels == 0:

@@ -21,13 +21,17 @@ class Calibration:
     (N, 3, H, W) in [0, 1] (``reconstruct.calibration_batch``) or, for a file-level prune, ``source`` (a data yaml:
     its train split, or an image folder / list / file) read as ``count`` images letterboxed to ``imgsz``.
     ``positions``: spatial positions per layer in the normal equations; ``alpha``: the pull toward the original
-    weights."""
+    weights. ``gap(pruned, original, images) -> float``: how far the pruned model's outputs are from the original's
+    (``train.unlabeled.student_teacher_gap``, which the tools pass); ``macs_exponent="auto"`` keeps the candidate
+    with the smallest gap on the first ``gap_images`` images."""
     images: torch.Tensor | None = None
     source: str | Path | None = None
     count: int = 128
     imgsz: int = 320
     positions: int = 16384
     alpha: float = 1e-3
+    gap: object = None
+    gap_images: int = 64
 
     def describe(self) -> dict | None:
         """What a checkpoint's metadata says about the calibration (None without a source)."""
@@ -61,7 +65,7 @@ class PassOptions:
 
 # keyword -> (object, field) for the flat forms; PruneSpec's own fields go to the spec
 _MODEL_KEYWORDS = {"calib": ("calibration", "images"), "calib_positions": ("calibration", "positions"),
-                   "recon_alpha": ("calibration", "alpha"), "backend": ("latency", "backend"),
+                   "recon_alpha": ("calibration", "alpha"), "calib_gap": ("calibration", "gap"), "backend": ("latency", "backend"),
                    "threads": ("latency", "threads"), "latency_measurer": ("latency", "measurer"),
                    "latency_cache": ("latency", "cache"),
                    **{f.name: ("run", f.name) for f in dataclasses.fields(PassOptions)}}
