@@ -48,6 +48,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="../shared/weights/yolov5n.pt")
     p.add_argument("--coco", default="../shared/coco128")
+    p.add_argument("--data", help="a YOLO data yaml instead of --coco: calibration on its train split, scored on "
+                                  "its val split (labels converted on the fly)")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--targets", type=float, nargs="+", default=[0.9, 0.8, 0.7, 0.5])
     p.add_argument("--rows", nargs="+", default=["bias:l2", "bias:taylor", "reconstruct:l2", "reconstruct:recon"])
@@ -66,17 +68,19 @@ def main():
                    help="feature-distillation weights to run per distilled row (0: head outputs only)")
     p.add_argument("--ignore", nargs="*", default=[], help="layer globs left out of every cut (prune.py --ignore)")
     p.add_argument("--macs-exponent", type=parse_macs_exponent, default=0.0,
-                   help="rank by importance / (MACs a channel saves)^E, or auto (prune.py --macs-exponent)")
+                   help="rank by importance / (MACs a channel saves)^E, or search (prune.py --macs-exponent)")
     p.add_argument("--out", default="runs/bench/prune_recon")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     coco = Path(a.coco)
-    ev = dict(images=coco / "images" / "val2017", ann=coco / "annotations" / "instances_val2017.json",
-              imgsz=a.imgsz, batch=16, verbose=False, threads=a.threads)
+    data = Path(a.data) if a.data else coco / "data.yaml"
+    truth = dict(data=data) if a.data else dict(images=coco / "images" / "val2017",
+                                                 ann=coco / "annotations" / "instances_val2017.json")
+    ev = dict(**truth, imgsz=a.imgsz, batch=16, verbose=False, threads=a.threads)
     base = load(a.weights)
     t0 = time.time()
     t = time.time()
-    calib = calibration_batch(coco / "data.yaml", a.calib_images, a.imgsz)
+    calib = calibration_batch(data, a.calib_images, a.imgsz)
     calib_load_s = time.time() - t
     rows = []
     if not a.no_unpruned:
@@ -85,7 +89,7 @@ def main():
         print(rows[-1], flush=True)
     # taylor: label-free, against the unpruned model's own detections on the calibration images (the issue's
     # setting); taylor@labels: coco128 train labels, for reference only
-    grad_fns = {"taylor": pseudo_label_grad_fn(calib), "taylor@labels": taylor_grad_fn(coco / "data.yaml", imgsz=a.imgsz)}
+    grad_fns = {"taylor": pseudo_label_grad_fn(calib), "taylor@labels": taylor_grad_fn(data, imgsz=a.imgsz)}
     for tm in a.targets:
         for row in a.rows:
             comp, crit = row.split(":")

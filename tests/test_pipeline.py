@@ -156,6 +156,11 @@ def test_overrides_layer_over_yaml_and_one_pruning_target_survives(tmp_path):
         resolve_config(layer, {"sparsity": "targeted"})
     with pytest.raises(ValueError, match="criterion must be bn; found 'l2'"):
         resolve_config(None, {"sparsity": "targeted", "criterion": "l2"})
+    with pytest.raises(ValueError, match="pipeline config: macs_exponent: expected -1 <= exponent <= 2 or 'search', "
+                                         "found 'fast'"):
+        resolve_config(None, {"macs_exponent": "fast"})
+    with pytest.raises(ValueError, match="macs_exponent 0.1: weighs channels by the MACs they save, so it needs"):
+        resolve_config(layer, {"macs_exponent": 0.1})  # the yaml's target is a ratio
 
 
 def test_cli_reports_config_errors(capsys):
@@ -255,6 +260,7 @@ def test_stage_commands_parse_and_carry_the_config_for_every_branch(tmp_path):
         {**given, "threshold": 0.01, "criterion": "taylor", "compensate": "reconstruct",
          "plain_arm": str(tmp_path / "plain.pt"), "finetune_distill": 0.2, "finetune_distill_features": 0.5},
         {**given, "target_latency": 0.6, "latency_backend": "ort-cpu", "latency_threads": 3, "epochs_finetune": 0},
+        {**given, "macs_exponent": "search"},  # the user's model, the default MACs target, reconstruct
     ]
     for overrides in branches:
         cfg, _ = resolve_auto(resolve_config(None, overrides), 100)
@@ -269,6 +275,8 @@ def test_stage_commands_parse_and_carry_the_config_for_every_branch(tmp_path):
         if target == "target_latency":
             assert prune.backend == cfg["latency_backend"] and prune.threads == cfg["latency_threads"]
         assert (prune.calib is not None) == (cfg["compensate"] == "reconstruct")
+        weighs_macs = target in ("target_macs", "target_latency")
+        assert prune.macs_exponent == (cfg["macs_exponent"] if weighs_macs else None)
         assert (prune.data is not None) == (cfg["criterion"] == "taylor")
         for stage in ("sparse", "finetune", "plain"):
             if stage in parsed:

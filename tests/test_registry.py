@@ -189,6 +189,12 @@ def test_unknown_criterion_error_lists_the_registry():
     ({"ratio": 0.5, "min_keep": 2}, "min_keep: expected 0 <= fraction <= 1"),
     ({"ratio": 0.5, "overrides": [("model.*", 1.0)]}, r"overrides\['model.\*'\]"),
     ({"ratio": 0.5, "compensate": "magic"}, "compensate: expected one of"),
+    ({"ratio": 0.5, "macs_exponent": 0.1}, "macs_exponent 0.1: weighs channels by the MACs they save, so it needs "
+                                           "target_macs or target_latency"),
+    ({"target_macs": 0.5, "macs_exponent": "fast"}, "macs_exponent: expected -1 <= exponent <= 2 or 'search', "
+                                                    "found 'fast'"),
+    ({"target_macs": 0.5, "macs_exponent": 3}, "macs_exponent: expected -1 <= exponent <= 2"),
+    ({"target_macs": 0.5, "macs_exponent": float("nan")}, "macs_exponent: expected a finite number"),
 ])
 def test_prune_spec_refuses_out_of_bounds_values_once_for_everyone(kwargs, message):
     from yolo_prune.pipeline.config import _check_prune_spec
@@ -198,7 +204,8 @@ def test_prune_spec_refuses_out_of_bounds_values_once_for_everyone(kwargs, messa
         PruneSpec(**kwargs)
     if "overrides" not in kwargs:  # the pipeline's value check is the same check
         cfg = {"ratio": None, "threshold": None, "target_macs": None, "target_latency": None, "criterion": "bn",
-               "round_to": 8, "min_keep": 0.1, "ignore": [], "local": False, "compensate": "bias", **kwargs}
+               "round_to": 8, "min_keep": 0.1, "ignore": [], "local": False, "compensate": "bias", "macs_exponent": 0.0,
+               **kwargs}
         with pytest.raises(ValueError, match="pipeline config: .*" + message.split(":")[0]):
             _check_prune_spec(cfg)
 

@@ -16,12 +16,12 @@ def _parser(description: str | None) -> argparse.ArgumentParser:
 
 
 def parse_macs_exponent(text: str) -> float | str:
-    if text == "auto":
+    if text == "search":
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', found {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number or 'search', found {text!r}") from None
 
 
 def prune_parser(description: str | None = None) -> argparse.ArgumentParser:
@@ -44,10 +44,11 @@ def prune_parser(description: str | None = None) -> argparse.ArgumentParser:
                                            "(default ~/.cache/yolo_prune/latency)")
     p.add_argument("--criterion", default="bn", choices=criterion_names(),
                    help="channel score; recon: greedy OBS, how well the rest stand in after a refit (needs --calib)")
-    p.add_argument("--macs-exponent", type=parse_macs_exponent, default=0.0, metavar="E|auto",
-                   help="--target-macs/--target-latency: rank channels by importance / (MACs each saves)^E; auto "
+    p.add_argument("--macs-exponent", type=parse_macs_exponent, default=None, metavar="E|search",
+                   help="--target-macs/--target-latency: rank channels by importance / (MACs each saves)^E; search "
                         "prunes once per candidate E and keeps the cut whose outputs on the --calib images stay "
-                        "nearest the original's (about 5x the pruning time)")
+                        "nearest the original's (5 prunes instead of 1). Default: search with --compensate "
+                        "reconstruct, else 0")
     p.add_argument("--local", action="store_true", help="apply --ratio per group instead of globally")
     p.add_argument("--round-to", type=int, default=None,
                    help="kept widths are multiples of N (default 8; with --target-latency the planner measures "

@@ -9,7 +9,7 @@ from pathlib import Path
 from yolo_prune.flags import prune_parser
 from yolo_prune.prune.options import Calibration, LatencySetup, PassOptions
 from yolo_prune.prune.run import prune_file, summary_table
-from yolo_prune.prune.spec import PruneSpec
+from yolo_prune.prune.spec import TARGETS, PruneSpec, default_macs_exponent
 from yolo_prune.train.taylor import grad_fn_for
 from yolo_prune.train.unlabeled import student_teacher_gap
 
@@ -22,10 +22,13 @@ def main(argv=None):
         p.error("give one of --ratio, --threshold, --target-macs or --target-latency")
     # taylor: the family's loss on a few labelled --data batches, else on --calib images against pseudo-labels
     grad_fn = grad_fn_for(a.criterion, a.data, a.calib, a.calib_images, a.calib_imgsz, a.imgsz)
+    compensate = "off" if a.no_compensate else a.compensate
+    target = next((k for k in TARGETS if getattr(a, k) is not None), "ratio")
+    exponent = default_macs_exponent(target, compensate) if a.macs_exponent is None else a.macs_exponent
     spec = None if a.mode == "unstructured" else PruneSpec(
         ratio=a.ratio, threshold=a.threshold, target_macs=a.target_macs, target_latency=a.target_latency,
         criterion=a.criterion, round_to=a.round_to, min_keep=a.min_keep, ignore=a.ignore, local=a.local,
-        compensate="off" if a.no_compensate else a.compensate, macs_exponent=a.macs_exponent)
+        compensate=compensate, macs_exponent=exponent)
     report = prune_file(
         a.weights, a.out, spec, mode=a.mode, amount=a.amount, config=a.config, show_groups=a.show_groups,
         device=a.device, grad_fn=grad_fn,

@@ -107,7 +107,8 @@ def _check_prune_spec(cfg: dict) -> None:
                   round_to=None if cfg["target_latency"] is not None else cfg["round_to"],
                   min_keep=float(cfg["min_keep"]), ignore=cfg["ignore"] if isinstance(cfg["ignore"], list) else (),
                   local=bool(cfg["local"]),  # auto becomes bias or reconstruct, both valid
-                  compensate="bias" if is_auto(cfg["compensate"]) else cfg["compensate"])
+                  compensate="bias" if is_auto(cfg["compensate"]) else cfg["compensate"],
+                  macs_exponent=cfg["macs_exponent"])
     except ValueError as e:
         raise ValueError(f"pipeline config: {e}") from None
 

@@ -320,7 +320,7 @@ def prune_source(ctx: Context) -> str:
 def calib_args(ctx: Context) -> dict:
     """Unlabeled calibration images for reconstruct / recon: the run's training images (no labels read)."""
     cfg = ctx.cfg
-    if cfg["compensate"] != "reconstruct" and cfg["criterion"] != "recon":
+    if cfg["compensate"] != "reconstruct" and cfg["criterion"] != "recon" and cfg["macs_exponent"] != "search":
         return {}
     return {"calib": str(ctx.data), "calib_images": int(cfg["calib_images"]), "calib_imgsz": cfg["imgsz"]}
 
@@ -344,6 +344,7 @@ def prune_with_gamma(ctx: Context, source: Path, baseline: Path, folder: Path) -
     from ..models import load
     from ..prune.options import Calibration, LatencySetup, PassOptions, spec_from_arguments
     from ..prune.run import prune_file
+    from ..train.unlabeled import student_teacher_gap
 
     cfg = ctx.cfg
     det = load(source)
@@ -356,10 +357,10 @@ def prune_with_gamma(ctx: Context, source: Path, baseline: Path, folder: Path) -
                                target_latency=cfg["target_latency"],
                                round_to=None if cfg["target_latency"] is not None else cfg["round_to"],
                                min_keep=float(cfg["min_keep"]), ignore=list(cfg["ignore"]),
-                               compensate=cfg["compensate"])
+                               compensate=cfg["compensate"], macs_exponent=cfg["macs_exponent"])
     calib = calib_args(ctx)  # the same values the stage's cache key and reproduce command use
-    calibration = Calibration(source=calib["calib"], count=calib["calib_images"], imgsz=calib["calib_imgsz"]) \
-        if calib else Calibration()
+    calibration = Calibration(source=calib["calib"], count=calib["calib_images"], imgsz=calib["calib_imgsz"],
+                              gap=student_teacher_gap) if calib else Calibration()
     report = prune_file(str(source), out, spec, grad_fn=_taylor_grad_fn(ctx), calibration=calibration,
                         latency=LatencySetup(backend=cfg["latency_backend"], threads=cfg["latency_threads"]),
                         run=PassOptions(imgsz=cfg["imgsz"], seed=cfg["seed"]))
@@ -375,7 +376,8 @@ def prune_with_gamma(ctx: Context, source: Path, baseline: Path, folder: Path) -
                                          "latency", "round_to", "macs_before",
                                          "macs_after", "params_before", "params_after", "macs_ratio",
                                          "removed_channels", "prunable_channels", "verification", "compensate")}
-    result.update(seconds=report["seconds"]["total"], gamma_threshold=cut)
+    result.update(seconds=report["seconds"]["total"], gamma_threshold=cut,
+                  macs_exponent=report["spec"]["macs_exponent"], macs_exponent_search=report.get("macs_exponent"))
     outputs = {"pruned": out, "report": out.with_suffix(".json"), "gamma": folder / "gamma.json"}
     if report.get("ultralytics_pt"):
         outputs["ultralytics"] = report["ultralytics_pt"]
@@ -398,6 +400,8 @@ class Prune(Stage):
     def params(self, ctx):
         params = {k: ctx.cfg[k] for k in ("target_macs", "ratio", "threshold", "criterion", "local", "round_to",
                                           "min_keep", "ignore", "compensate", "imgsz", "seed")}
+        if ctx.cfg["macs_exponent"]:  # 0 adds nothing: stage caches written before the exponent existed stay valid
+            params["macs_exponent"] = ctx.cfg["macs_exponent"]
         params.update(calib_args(ctx))
         return params
 
@@ -418,6 +422,7 @@ class Prune(Stage):
                   "round_to": None if latency else cfg["round_to"], "min_keep": cfg["min_keep"],
                   "ignore": list(cfg["ignore"]), "no_compensate": cfg["compensate"] == "off",
                   "compensate": None if cfg["compensate"] == "off" else cfg["compensate"], **calib_args(ctx),
+                  "macs_exponent": cfg["macs_exponent"] if target in ("target_macs", "target_latency") else None,
                   "data": ctx.data if cfg["criterion"] == "taylor" else None,
                   "imgsz": cfg["imgsz"], "seed": cfg["seed"], "out": self.folder(ctx) / "pruned.pt"}
         return tool_command(self.tool, values)

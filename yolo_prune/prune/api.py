@@ -17,7 +17,7 @@ from .latency import LatencyModel, OrtMeasurer, plan_for_latency
 from .plan import PlanError, agp_schedule, make_plan, removed_per_layer, resolve_names
 from .options import Calibration, LatencySetup, PassOptions, sort_keywords
 from .reconstruct import reconstruct
-from .spec import AUTO_MACS_EXPONENTS, PruneSpec
+from .spec import SEARCHED_MACS_EXPONENTS, PruneSpec
 from .surgery import apply_plan
 
 
@@ -66,7 +66,7 @@ def prune(model: nn.Module, spec: PruneSpec, *, grad_fn=None, calibration: Calib
     planner choose the channel multiple for that runtime); ``run`` how the pass traces, profiles and verifies.
     """
     calibration, latency, run = calibration or Calibration(), latency or LatencySetup(), run or PassOptions()
-    if spec.macs_exponent == "auto":
+    if spec.macs_exponent == "search":
         return _prune_with_chosen_exponent(model, spec, grad_fn, calibration, latency, run)
     t0 = time.perf_counter()
     crit = get_criterion(spec.criterion)
@@ -112,17 +112,17 @@ def prune(model: nn.Module, spec: PruneSpec, *, grad_fn=None, calibration: Calib
 
 
 def _prune_with_chosen_exponent(model, spec: PruneSpec, grad_fn, calibration: Calibration, latency, run) -> dict:
-    """``macs_exponent="auto"``: prune a copy once per candidate exponent, measure each copy's output gap to the
+    """``macs_exponent="search"``: prune a copy once per candidate exponent, measure each copy's output gap to the
     original on the calibration images, then prune ``model`` with the nearest. The gap, not the layers' refit
     errors, decides: cutting cheap P5 channels leaves every refit small and the detections far off."""
     _needs_calibration(spec, calibration.images)
     if calibration.gap is None:
-        raise PlanError("macs_exponent auto compares candidate cuts by their output gap: pass calib_gap= "
+        raise PlanError("macs_exponent search compares candidate cuts by their output gap: pass calib_gap= "
                         "(yolo_prune.train.unlabeled.student_teacher_gap; the tools pass it)")
     images = calibration.images[:max(1, calibration.gap_images)]
     quiet = dataclasses.replace(run, verify=False, progress=False)
     trials, first_error = [], None
-    for exponent in AUTO_MACS_EXPONENTS:
+    for exponent in SEARCHED_MACS_EXPONENTS:
         trial = copy.deepcopy(model)
         try:
             prune(trial, dataclasses.replace(spec, macs_exponent=exponent), grad_fn=grad_fn,
@@ -148,7 +148,7 @@ def needs_calibration(spec: PruneSpec) -> bool:
     """Whether ``spec`` needs calibration images: reconstruct, a criterion on input statistics, or a
     ``macs_exponent`` chosen by the output gap."""
     return (spec.compensate == "reconstruct" or get_criterion(spec.criterion).needs_calibration
-            or spec.macs_exponent == "auto")
+            or spec.macs_exponent == "search")
 
 
 def _needs_calibration(spec: PruneSpec, calib) -> bool:
@@ -156,7 +156,7 @@ def _needs_calibration(spec: PruneSpec, calib) -> bool:
     needs_calib = needs_calibration(spec)
     if needs_calib and calib is None:
         what = f"criterion {spec.criterion}" if get_criterion(spec.criterion).needs_calibration else \
-            "macs_exponent auto"
+            "macs_exponent search"
         if spec.compensate == "reconstruct":
             what = "compensate reconstruct"
         raise PlanError(f"{what} needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")

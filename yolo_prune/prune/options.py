@@ -22,7 +22,7 @@ class Calibration:
     its train split, or an image folder / list / file) read as ``count`` images letterboxed to ``imgsz``.
     ``positions``: spatial positions per layer in the normal equations; ``alpha``: the pull toward the original
     weights. ``gap(pruned, original, images) -> float``: how far the pruned model's outputs are from the original's
-    (``train.unlabeled.student_teacher_gap``, which the tools pass); ``macs_exponent="auto"`` keeps the candidate
+    (``train.unlabeled.student_teacher_gap``, which the tools pass); ``macs_exponent="search"`` keeps the candidate
     with the smallest gap on the first ``gap_images`` images."""
     images: torch.Tensor | None = None
     source: str | Path | None = None

@@ -13,8 +13,8 @@ from .compensate import MODES
 from .importance import get_criterion
 
 TARGETS = ("ratio", "threshold", "target_macs", "target_latency")
-# macs_exponent="auto" tries these: on yolov5n (coco128, reconstruct) the best lay at 0.05-0.1, 0.25 already lost
-AUTO_MACS_EXPONENTS = (0.0, 0.05, 0.1, 0.15)
+# macs_exponent="search" tries these: on yolov5n (coco128, reconstruct) the best lay at 0.05-0.1, 0.25 already lost
+SEARCHED_MACS_EXPONENTS = (0.0, 0.05, 0.1, 0.15)
 DEFAULT_ROUND_TO = 8
 
 
@@ -28,6 +28,13 @@ def _number(name: str, value) -> float:
     return float(value)
 
 
+def default_macs_exponent(target: str, compensate: str) -> float | str:
+    """What the tools use when no exponent is given: a search for a least-squares cut to a MACs or latency target
+    (yolov5n coco128 at 320, no training: 0.205/0.162/0.104 -> 0.239/0.187/0.109 at 0.9/0.8/0.7x MACs,
+    docs/BENCHMARKS.md), else 0 (the search needs calibration images and costs one prune per candidate)."""
+    return "search" if compensate == "reconstruct" and target in ("target_macs", "target_latency") else 0.0
+
+
 @dataclass(frozen=True)
 class PruneSpec:
     """Exactly one target: ``ratio`` (fraction of prunable channels, 0 < r < 1; global unless ``local``),
@@ -35,10 +42,11 @@ class PruneSpec:
     ``target_latency`` (0 < F <= 1 of the measured latency). ``round_to``: kept widths are multiples of it (None:
     8, or chosen by the latency planner). ``min_keep``: fraction of every group that stays (0..1). ``ignore``:
     layer names/globs never pruned. ``overrides``: ((glob, local ratio or None = exclude), ...). ``criterion``: a
-    name in the criterion registry; ``compensate``: one of ``compensate.MODES``. ``macs_exponent`` (0..2, MACs and
+    name in the criterion registry; ``compensate``: one of ``compensate.MODES``. ``macs_exponent`` (-1..2, MACs and
     latency targets): the global ranking divides each channel's (group-relative) importance by the MACs its removal
-    saves to this power, relative to the average channel: 0 ranks by importance alone, 1 by importance per MAC;
-    "auto" prunes once per ``AUTO_MACS_EXPONENTS`` value and keeps the one whose outputs on the calibration images
+    saves to this power, relative to the average channel: 0 ranks by importance alone, 1 by importance per MAC,
+    a negative one protects the layers whose channels cost most;
+    "search" prunes once per ``SEARCHED_MACS_EXPONENTS`` value and keeps the one whose outputs on the calibration images
     stay nearest the original's."""
     ratio: float | None = None
     threshold: float | None = None
@@ -72,10 +80,10 @@ class PruneSpec:
             raise PlanError(f"compensate: expected one of {', '.join(MODES)}, found {self.compensate!r}")
 
     def _check_macs_exponent(self) -> None:
-        if self.macs_exponent == "auto":
+        if self.macs_exponent == "search":
             pass
-        elif isinstance(self.macs_exponent, str) or not 0 <= _number("macs_exponent", self.macs_exponent) <= 2:
-            raise PlanError(f"macs_exponent: expected 0 <= exponent <= 2 or 'auto', found {self.macs_exponent!r}")
+        elif isinstance(self.macs_exponent, str) or not -1 <= _number("macs_exponent", self.macs_exponent) <= 2:
+            raise PlanError(f"macs_exponent: expected -1 <= exponent <= 2 or 'search', found {self.macs_exponent!r}")
         if self.macs_exponent and self.target_macs is None and self.target_latency is None:
             raise PlanError(f"macs_exponent {self.macs_exponent}: weighs channels by the MACs they save, so it needs "
                             f"target_macs or target_latency (found {self.target})")
