@@ -138,29 +138,34 @@ def _prune_with_chosen_exponent(model, spec: PruneSpec, grad_fn, calibration: Ca
     if not measured:
         raise first_error
     best = min(measured, key=lambda t: t["gap"])["macs_exponent"]
+    # the winner is pruned again on ``model`` itself (same seed, same cut): a pruned copy cannot be put in its
+    # place without rebinding every reference the caller holds to the model's modules
     report = prune(model, dataclasses.replace(spec, macs_exponent=best), grad_fn=grad_fn, calibration=calibration,
                    latency=latency, run=run)
     report["macs_exponent"] = {"chosen": best, "gap_images": len(images), "trials": trials}
     return report
 
 
+def _calibration_users(spec: PruneSpec) -> list[str]:
+    """What in ``spec`` reads calibration images, first the one an error names."""
+    uses = {"compensate reconstruct": spec.compensate == "reconstruct",
+            f"criterion {spec.criterion}": get_criterion(spec.criterion).needs_calibration,
+            "macs_exponent search": spec.macs_exponent == "search"}
+    return [what for what, used in uses.items() if used]
+
+
 def needs_calibration(spec: PruneSpec) -> bool:
     """Whether ``spec`` needs calibration images: reconstruct, a criterion on input statistics, or a
     ``macs_exponent`` chosen by the output gap."""
-    return (spec.compensate == "reconstruct" or get_criterion(spec.criterion).needs_calibration
-            or spec.macs_exponent == "search")
+    return bool(_calibration_users(spec))
 
 
 def _needs_calibration(spec: PruneSpec, calib) -> bool:
     """``needs_calibration``, and an error where the images are needed but missing."""
-    needs_calib = needs_calibration(spec)
-    if needs_calib and calib is None:
-        what = f"criterion {spec.criterion}" if get_criterion(spec.criterion).needs_calibration else \
-            "macs_exponent search"
-        if spec.compensate == "reconstruct":
-            what = "compensate reconstruct"
-        raise PlanError(f"{what} needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
-    return needs_calib
+    users = _calibration_users(spec)
+    if users and calib is None:
+        raise PlanError(f"{users[0]} needs unlabeled calibration images: pass --calib DATA_YAML|IMAGE_DIR")
+    return bool(users)
 
 
 def _compensate_and_cut(model, graph, plan, compensate: str, example) -> None:

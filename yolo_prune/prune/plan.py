@@ -163,8 +163,8 @@ class _Selection:
         """The scores the global ranking sorts: with ``macs_exponent`` under a MACs or latency target, divided by
         (MACs one channel's removal saves / the channel-weighted mean)^exponent. A P5 channel saves ~1/30 of
         a stem channel's MACs: ranked by importance alone, the cut spends most of its damage where it saves least."""
-        beta = self.spec.macs_exponent
-        if not beta or (self.spec.target_macs is None and self.spec.target_latency is None):
+        beta = self.spec.macs_exponent  # PruneSpec refuses one without a MACs or latency target
+        if not beta:
             return self.scores
         saved = macs_model.saved_per_channel()
         widths = np.array([g.width for g in self.graph.groups], dtype=np.float64)
