@@ -24,11 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from yolo_prune.eval.coco import evaluate  # noqa: E402
+from yolo_prune.flags import parse_macs_exponent  # noqa: E402
 from yolo_prune.eval.profile import profile  # noqa: E402
 from yolo_prune.models import load  # noqa: E402
 from yolo_prune.prune import prune_model  # noqa: E402
 from yolo_prune.prune.reconstruct import calibration_batch  # noqa: E402
 from yolo_prune.train.taylor import taylor_grad_fn  # noqa: E402
+from yolo_prune.train.unlabeled import student_teacher_gap  # noqa: E402
 from yolo_prune.versions import versions  # noqa: E402
 
 TP_ROWS = {  # row name -> (importance factory, global ranking)
@@ -90,6 +92,8 @@ def main():
                                                  "ours:reconstruct:l2", "ours:reconstruct:taylor"],
                    help=f"tp:IMPORTANCE ({', '.join(k[3:] for k in TP_ROWS)}) or ours:COMPENSATE:CRITERION")
     p.add_argument("--round-to", type=int, default=8)
+    p.add_argument("--macs-exponent", type=parse_macs_exponent, default=0.0,
+                   help="our rows: rank by importance / (MACs a channel saves)^E, or search (prune.py --macs-exponent)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/bench/tp_compare")
     a = p.parse_args()
@@ -115,15 +119,22 @@ def main():
         for row in a.rows:
             t = time.time()
             if row.startswith("tp:"):
-                det, macs, ratio = tp_at_target(tp, base, row, tm, a.imgsz, a.round_to, grad_fn, base_macs)
+                try:
+                    det, macs, ratio = tp_at_target(tp, base, row, tm, a.imgsz, a.round_to, grad_fn, base_macs)
+                except Exception as e:  # noqa: BLE001 -- its failure on a model (a broken cut, a crash) is a result
+                    error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                    rows.append({"row": row, "target_macs": tm, "error": error})
+                    print(rows[-1], flush=True)
+                    continue
                 extra = {"tp_pruning_ratio": round(ratio, 4)}
             else:
                 _, comp, crit = row.split(":")
                 det = copy.deepcopy(base)
-                prune_model(det, target_macs=tm, criterion=crit, compensate=comp, round_to=a.round_to, imgsz=a.imgsz,
-                            verify=False, grad_fn=grad_fn if crit == "taylor" else None,
-                            calib=calib if comp == "reconstruct" else None, progress=False)
-                macs, extra = profile(det, a.imgsz)["macs"], {}
+                rep = prune_model(det, target_macs=tm, criterion=crit, compensate=comp, round_to=a.round_to,
+                                  imgsz=a.imgsz, verify=False, grad_fn=grad_fn if crit == "taylor" else None,
+                                  calib=calib if comp == "reconstruct" or a.macs_exponent == "search" else None,
+                                  progress=False, macs_exponent=a.macs_exponent, calib_gap=student_teacher_gap)
+                macs, extra = profile(det, a.imgsz)["macs"], {"macs_exponent": rep["spec"]["macs_exponent"]}
             prune_s = time.time() - t
             r = evaluate(det, **ev)
             rows.append({"row": row, "target_macs": tm, "macs_ratio": macs / base_macs, "mAP50-95": r["mAP50-95"],
@@ -131,7 +142,8 @@ def main():
                          "prune_s": prune_s, **extra})
             print(rows[-1], flush=True)
     lines = ["| target MACs | row | MACs ratio | params | mAP50-95 | mAP50 | prune s |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['target_macs']:.2f} | {r['row']} | {r['macs_ratio']:.3f} | {r.get('params', 0) / 1e6:.3f} M | "
+    lines += [f"| {r['target_macs']:.2f} | {r['row']} | failed: {r['error']} | | | | |" if "error" in r else
+              f"| {r['target_macs']:.2f} | {r['row']} | {r['macs_ratio']:.3f} | {r.get('params', 0) / 1e6:.3f} M | "
               f"{r['mAP50-95']:.4f} | {r.get('mAP50', float('nan')):.4f} | {r.get('prune_s', 0):.0f} |" for r in rows]
     text = "\n".join(lines)
     print(text)

@@ -218,7 +218,10 @@ class Recon(Criterion):
     """Greedy OBS on calibration statistics (``recon_scores``), ranked across groups relative to each group's mean
     like the weight criteria: the consumers' relative output errors alone are not comparable between layers (raw,
     the cut piled into the few groups whose consumers look most redundant: yolov5n, coco128 val at 320 with
-    reconstruct, 0.106 / 0.068 mAP50-95 at 0.9x / 0.8x MACs; group-normalised 0.127 / 0.096; l2: 0.205 / 0.162)."""
+    reconstruct, 0.106 / 0.068 mAP50-95 at 0.9x / 0.8x MACs; group-normalised 0.127 / 0.096; l2: 0.205 / 0.162).
+    Its choice inside a group is no better than chance either: with l2's allocation and this order inside each
+    group, the cut scores like a random order (benchmarks/selection_experiment.py), though the consumers' refit
+    error it minimises is half of l2's: that error is not what the detections lose."""
     name, relative, needs_calibration = "recon", True, True
 
     def scores(self, group, modules, rng, stats):
