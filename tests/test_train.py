@@ -317,6 +317,21 @@ def test_distill_loss_zero_for_identical_outputs():
         distill_loss({"boxes": af["boxes"], "scores": torch.randn(2, 4, 10)}, af)
 
 
+def test_distill_loss_of_confident_negatives_is_zero_to_itself_and_never_negative():
+    """Class logits of -10..-20 (probabilities 2e-9..5e-5, as a freshly built head's priors or a trained model's
+    background): the entropy from clamped probabilities made a model's gap to itself negative."""
+    from yolo_prune.train.distill import distill_loss
+
+    g = torch.Generator().manual_seed(0)
+    raw = [torch.rand(2, 3, 4, 4, 85, generator=g) * -10 - 10]
+    assert float(distill_loss(raw, raw)) == 0.0
+    af = {"boxes": torch.randn(2, 64, 10, generator=g), "scores": torch.rand(2, 80, 10, generator=g) * -10 - 10}
+    assert float(distill_loss(af, af)) == 0.0
+    nudged = [r + 0.01 * torch.randn(r.shape, generator=g) for r in raw]
+    assert float(distill_loss(nudged, raw)) > 0
+    assert float(distill_loss({**af, "scores": af["scores"] + 0.5}, af)) > 0
+
+
 def test_recalibrate_bn_replaces_stale_statistics():
     from yolo_prune.train.bn import recalibrate_bn
 
