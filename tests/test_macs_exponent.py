@@ -3,6 +3,7 @@ candidate cut whose outputs stay nearest the original's on the calibration image
 import pytest
 import torch
 
+from test_latency import SmallNet
 from test_reconstruct import _image_folder, _images, _randomize_bn
 from yolo_prune.commands.prune import main as prune_main
 from yolo_prune.graph import trace
@@ -35,6 +36,13 @@ def test_exponent_moves_the_cut_to_channels_that_save_more_macs():
     assert plain.remove == plans[0.0].remove
 
 
+def test_make_plan_refuses_the_search_by_name():
+    """Only prune_model can search (it cuts copies of the model): make_plan said nothing but a numpy TypeError."""
+    graph = trace(SmallNet(), example=_images(1, 64))
+    with pytest.raises(PlanError, match="make_plan: macs_exponent: expected a number, found 'search'"):
+        make_plan(graph, PruneSpec(target_macs=0.7, macs_exponent="search"))
+
+
 def test_search_keeps_the_candidate_with_the_smallest_gap():
     """The gap here is the pruned model's parameter count: the chosen cut must be the smallest trial, and the
     model pruned in place must be exactly that trial (same parameters, same outputs as a direct prune)."""
@@ -61,6 +69,27 @@ def test_search_keeps_the_candidate_with_the_smallest_gap():
     x = _images(1, 64, seed=9)
     with torch.no_grad():
         torch.testing.assert_close(det.eval()(x)[0], direct.eval()(x)[0], rtol=0, atol=0)
+
+
+def test_search_skips_a_nan_gap_and_refuses_when_every_gap_is_nan():
+    """A NaN gap (e.g. a candidate whose outputs overflow) must not win: min() keeps a NaN that comes first."""
+    seen = []
+
+    def gap(pruned, original, images):  # NaN for E = 0, then 2, 3, 4: the second candidate is the nearest
+        seen.append(0)
+        return float("nan") if len(seen) == 1 else float(len(seen))
+
+    torch.manual_seed(0)
+    rep = prune_model(SmallNet(), target_macs=0.6, imgsz=64, calib=_images(2, 64), calib_gap=gap,
+                      macs_exponent="search", verify=False, progress=False)
+    assert rep["macs_exponent"]["chosen"] == SEARCHED_MACS_EXPONENTS[1]
+    net = SmallNet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(PlanError, match="macs_exponent search: expected a numeric output gap for at least one "
+                                        "candidate, found nan at every exponent measured"):
+        prune_model(net, target_macs=0.6, imgsz=64, calib=_images(2, 64), calib_gap=lambda *a: float("nan"),
+                    macs_exponent="search", verify=False, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the model is untouched
 
 
 def test_search_needs_calibration_images_and_a_gap():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 
 import torch
@@ -134,9 +135,13 @@ def _prune_with_chosen_exponent(model, spec: PruneSpec, grad_fn, calibration: Ca
         trials.append({"macs_exponent": exponent, "gap": float(calibration.gap(trial, model, images))})
         if run.progress:
             print(f"macs_exponent {exponent:g}: output gap {trials[-1]['gap']:.4f}", flush=True)
-    measured = [t for t in trials if "gap" in t]
-    if not measured:
+    gapped = [t for t in trials if "gap" in t]
+    if not gapped:
         raise first_error
+    measured = [t for t in gapped if not math.isnan(t["gap"])]  # min() would keep a NaN that came first
+    if not measured:
+        raise PlanError("macs_exponent search: expected a numeric output gap for at least one candidate, found nan "
+                        f"at every exponent measured ({', '.join(format(t['macs_exponent'], 'g') for t in gapped)})")
     best = min(measured, key=lambda t: t["gap"])["macs_exponent"]
     # the winner is pruned again on ``model`` itself (same seed, same cut): a pruned copy cannot be put in its
     # place without rebinding every reference the caller holds to the model's modules

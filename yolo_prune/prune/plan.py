@@ -120,6 +120,9 @@ def make_plan(graph: DependencyGraph, spec: PruneSpec | None = None, *, ratio: f
     if spec.target_latency is not None:
         raise PlanError("make_plan: target_latency is planned by prune.latency.plan_for_latency (target_macs "
                         "with a latency cost model)")
+    if spec.macs_exponent == "search":  # a plan has no model to cut copies of and compare
+        raise PlanError("make_plan: macs_exponent: expected a number, found 'search' (the search prunes a copy of "
+                        "the model per candidate and compares their outputs: prune_model runs it)")
     if not graph.groups:
         raise PlanError("the model has no prunable channel group (every channel is fixed by the head, the input, "
                         "ignored layers or ops the tracer cannot follow)")
