@@ -89,7 +89,8 @@ def _resolve_compensation(cfg: dict, pretrained: bool, notes: list) -> None:
     search = ", weighed by the MACs each saves (exponent searched by the output gap)" \
         if cfg.get("macs_exponent") == "search" else ""
     notes.append(f"compensate: reconstruct (least-squares refit on {cfg.get('calib_images')} unlabeled train "
-                 f"images), channels ranked by {cfg['criterion']}{search}, no sparse stage, fine-tune with frozen BN statistics"
+                 f"images), channels ranked by {cfg['criterion']}{search}, no sparse stage, fine-tune with frozen BN "
+                 "statistics"
                  + (f" and distillation from the baseline (weight {cfg['finetune_distill']})"
                     if cfg["finetune_distill"] else ""))
 
